@@ -101,3 +101,27 @@ def test_lock_refuses_a_second_retrain(tmp_path):
                 pass
     with other.lock():  # released after the first one ends
         pass
+
+
+def test_models_command_lists_and_rolls_back(tmp_path, capsys):
+    from annotator.cli import main
+
+    reg = ModelRegistry(tmp_path / "registry")
+    a = reg.add_version(
+        checkpoint=_fake_checkpoint(tmp_path / "a.pt", b"A"),
+        metrics={"miou": 0.7},
+        data_snapshot="s1",
+    )
+    b = reg.add_version(
+        checkpoint=_fake_checkpoint(tmp_path / "b.pt", b"B"),
+        metrics={"miou": 0.8},
+        data_snapshot="s2",
+    )
+    reg.promote(b.version)
+    assert main(["models", "--registry", str(tmp_path / "registry")]) == 0
+    out = capsys.readouterr().out
+    assert f"* {b.version}" in out and f"  {a.version}" in out and "miou=0.700" in out
+    assert main(["models", "--registry", str(tmp_path / "registry"), "--promote", a.version]) == 0
+    assert reg.promoted().version == a.version
+    assert main(["models", "--registry", str(tmp_path / "registry"), "--promote", "nope"]) == 2
+    assert "no model version 'nope'" in capsys.readouterr().out
