@@ -1,0 +1,282 @@
+"""The embedded default segmenter: level-set evolution from each box, no checkpoint needed.
+
+Method (DESIGN section 2, "Level-set refinement at inference"), for all N boxes of an image at once:
+
+1. Crop. Each box, grown by a margin, is resampled (torchvision `roi_align`) to a common
+   S x S grid: big boxes are downsampled, boxes under S px upsampled, so every box is one slice
+   of an (N, S, S) batch. The margin around the box (the "ring") samples the background.
+2. Features. Each grid pixel gets a colour bin (CIE Lab, quantised to `bins` levels per channel).
+3. Evolution. The level-set function phi (N, S, S) starts from the filled box at `init_logit`.
+   Each step maximises the region-competition energy
+        E(phi) = - sum_{x in box} H(phi(x)) * log( p_fg(bin(x)) / p_bg(bin(x)) )
+   where p_fg is the colour histogram of the current object {phi > 0} (soft, sigmoid(phi)) and
+   p_bg the histogram of the ring outside the box: a gradient step adds the smoothed
+   log-likelihood ratio to phi, then phi is regularised by Gaussian smoothing restricted to the
+   box (the "selective binary and Gaussian filtering" level-set scheme). Pixels outside the box
+   are always background. Where colours do not separate object from ring the ratio is near 0 and
+   phi stays at the box: weak evidence falls back toward the box.
+4. Clean-up. Threshold, open/close, fill holes, keep the largest component.
+5. Paste. phi is sampled back at every image pixel inside the box (bilinear).
+
+The score is a quality estimate in [0, 1]: the colour separation of the final object against the
+ring (1 - Bhattacharyya coefficient of the two histograms) times how well the mask touches all
+four sides of the (tight) box.
+"""
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import roi_align
+
+from box2mask.box_ops import validate_boxes
+from box2mask.levelset import box_masks_from_boxes
+from box2mask.mask_morphology import fill_holes, gaussian_blur, largest_component, open_close
+
+__all__ = ["LevelSetConfig", "LevelSetSegmenter"]
+
+
+@dataclass
+class LevelSetConfig:
+    grid_size: int = 96  # side S of the common grid every box crop is resampled to
+    margin_frac: float = 0.25  # ring width outside the box, as a fraction of the box side
+    margin_px: float = 6.0  # plus this many image pixels
+    bins: int = 8  # colour histogram levels per Lab channel (bins^3 bins in all)
+    hist_prior: float = 0.5  # pseudo-count added to every histogram bin
+    steps: int = 20  # evolution steps K; 0 returns the filled box
+    step_size: float = 1.0  # weight of the region force added to phi per step
+    init_logit: float = 2.0  # phi of the filled box at the start: the box prior's strength
+    force_clip: float = 3.0  # |log-likelihood ratio| is clipped to this
+    force_sigma: float = 1.0  # Gaussian smoothing of the region force, grid pixels
+    smoothing: float = 1.0  # Gaussian regularisation of phi per step, grid pixels (0 = none)
+    phi_clip: float = 8.0  # phi is kept in [-phi_clip, phi_clip]
+    morph_radius: int = 1  # open/close radius of the clean-up, grid pixels (0 = none)
+    click_radius: float = 2.0  # radius of the disc a click pins, grid pixels
+
+
+class LevelSetSegmenter:
+    """Box -> mask by level-set evolution on colour histograms (see the module docstring).
+
+    Usage: `seg.set_image(image)` once, then `masks, scores = seg.predict(boxes_xyxy)`.
+    """
+
+    model_version = "levelset-default-1"
+
+    def __init__(self, config: LevelSetConfig | None = None, device: str = "cpu"):
+        self.config = config or LevelSetConfig()
+        self.device = torch.device(device)
+        self._features = None  # (1, 4, H, W): Lab bin coordinates in [0, bins) and a ones channel
+        self._size = None  # (H, W)
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Precompute per-image features of an (H, W, 3) uint8 RGB image."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
+            )
+        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)  # all channels 0..255
+        coords = lab * (self.config.bins / 256.0)
+        ones = np.ones(image.shape[:2] + (1,), dtype=np.float32)
+        stacked = np.concatenate([coords, ones], axis=2).transpose(2, 0, 1)[None]
+        self._features = torch.from_numpy(np.ascontiguousarray(stacked)).to(self.device)
+        self._size = image.shape[:2]
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        boxes_xyxy: np.ndarray,
+        *,
+        steps: int | None = None,
+        smoothing: float | None = None,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks for N boxes of the current image.
+
+        Args:
+            boxes_xyxy: (N, 4) absolute XYXY pixels (validated and clipped to the image).
+            steps: evolution steps (None: config); 0 returns each filled box with score 0.5.
+            smoothing: Gaussian regularisation of phi in grid pixels (None: config); larger gives
+                rounder, simpler masks, 0 follows colours pixel by pixel.
+            points: optional (P, 2) XY pixel clicks; `point_labels` (P,) 1 pins a disc of object
+                around the click, 0 a disc of background. Each click acts on every box whose
+                crop contains it (meant for one box at a time, as an annotator sends them).
+        Returns:
+            masks (N, H, W) bool, never outside their box; scores (N,) float in [0, 1].
+        """
+        if self._features is None:
+            raise RuntimeError("call set_image(image) before predict(boxes)")
+        cfg = self.config
+        cfg = replace(
+            cfg,
+            steps=cfg.steps if steps is None else int(steps),
+            smoothing=cfg.smoothing if smoothing is None else float(smoothing),
+        )
+        height, width = self._size
+        boxes = validate_boxes(boxes_xyxy, width, height)
+        n = len(boxes)
+        if n == 0:
+            return np.zeros((0, height, width), dtype=bool), np.zeros(0, dtype=np.float32)
+        boxes_t = torch.as_tensor(boxes, dtype=torch.float32, device=self.device)
+        crops, grid_boxes = self._crop(boxes_t, cfg)
+        bins = cfg.bins
+        coords, valid = crops[:, :3], crops[:, 3] > 0.5
+        levels = coords.floor().clamp(0, bins - 1).long()
+        bin_index = (levels[:, 0] * bins + levels[:, 1]) * bins + levels[:, 2]  # (N, S, S)
+        box_masks = box_masks_from_boxes(grid_boxes, cfg.grid_size, cfg.grid_size) > 0.5
+        ring = valid & ~box_masks
+        pins = self._pins(boxes_t, grid_boxes, points, point_labels, cfg)
+        phi = evolve_region_competition(bin_index, box_masks, ring, pins, cfg)
+        final = self._clean(phi, box_masks, pins, cfg)
+        scores = _quality_score(final, bin_index, box_masks, ring, cfg)
+        if cfg.steps == 0:
+            scores = torch.full_like(scores, 0.5)
+        phi = torch.where(final, phi.clamp_min(0.05), phi.clamp_max(-0.05))
+        masks = self._paste(phi, boxes_t, grid_boxes)
+        return masks, scores.cpu().numpy().astype(np.float32)
+
+    def _crop(self, boxes: torch.Tensor, cfg: LevelSetConfig):
+        """Resample every box plus margin to the S x S grid.
+
+        Returns crops (N, 4, S, S) and the boxes in grid coordinates (N, 4) XYXY.
+        """
+        sides = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1)
+        margin = sides * cfg.margin_frac + cfg.margin_px  # (N, 2): x and y margins
+        crop_boxes = torch.cat([boxes[:, :2] - margin, boxes[:, 2:] + margin], dim=1)
+        self._crop_boxes = crop_boxes
+        rois = torch.cat([crop_boxes.new_zeros(len(boxes), 1), crop_boxes], dim=1)
+        size = cfg.grid_size
+        crops = roi_align(self._features, rois, output_size=size, sampling_ratio=2, aligned=True)
+        scale = size / (sides + 2 * margin)  # grid pixels per image pixel, (N, 2)
+        grid_boxes = torch.cat([margin * scale, (margin + sides) * scale], dim=1)
+        return crops, grid_boxes
+
+    def _pins(self, boxes, grid_boxes, points, point_labels, cfg):
+        """(N, S, S) float: +1 where a positive click pins the object, -1 for negative, else 0."""
+        if points is None or len(points) == 0:
+            return None
+        points = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
+        if point_labels is None:
+            raise ValueError("points given without point_labels")
+        labels = torch.as_tensor(np.asarray(point_labels), device=self.device).float()
+        if points.shape != (len(labels), 2):
+            raise ValueError(
+                f"points must be (P, 2) with P = len(point_labels), got {points.shape}"
+            )
+        crop_boxes = self._crop_boxes
+        scale = cfg.grid_size / (crop_boxes[:, 2:] - crop_boxes[:, :2])  # (N, 2)
+        grid_points = (points[None] - crop_boxes[:, None, :2]) * scale[:, None]  # (N, P, 2)
+        centres = torch.arange(cfg.grid_size, device=self.device, dtype=torch.float32) + 0.5
+        dx = centres[None, None, None, :] - grid_points[..., 0, None, None]  # (N, P, 1, S)
+        dy = centres[None, None, :, None] - grid_points[..., 1, None, None]  # (N, P, S, 1)
+        hit = (dx * dx + dy * dy) <= cfg.click_radius**2  # (N, P, S, S)
+        sign = (2 * labels - 1)[None, :, None, None]
+        return (hit * sign).sum(dim=1).clamp(-1, 1)
+
+    def _clean(self, phi, box_masks, pins, cfg):
+        """Threshold phi and clean up: open/close, fill holes, largest component. (N, S, S) bool."""
+        masks = (phi > 0) & box_masks
+        if cfg.steps == 0:
+            return masks
+        masks = open_close(masks, cfg.morph_radius) & box_masks
+        masks = fill_holes(masks) & box_masks
+        keep = None if pins is None else (pins > 0) & masks
+        masks = largest_component(masks, keep=keep)
+        if pins is not None:
+            masks = (masks | (pins > 0)) & (pins >= 0) & box_masks
+        return masks
+
+    def _paste(self, phi, boxes, grid_boxes):
+        """Sample phi (N, S, S) at every image pixel inside each box -> (N, H, W) bool."""
+        height, width = self._size
+        n = phi.shape[0]
+        x_lo = torch.ceil(boxes[:, 0] - 0.5).long()
+        y_lo = torch.ceil(boxes[:, 1] - 0.5).long()
+        x_hi = torch.ceil(boxes[:, 2] - 0.5).long().clamp(max=width)
+        y_hi = torch.ceil(boxes[:, 3] - 0.5).long().clamp(max=height)
+        box_w, box_h = (x_hi - x_lo).clamp_min(0), (y_hi - y_lo).clamp_min(0)
+        out_w, out_h = max(int(box_w.max()), 1), max(int(box_h.max()), 1)
+        # pixel centres of each box's window, in image coordinates, then in grid coordinates
+        xs = x_lo[:, None].float() + torch.arange(out_w, device=phi.device) + 0.5  # (N, out_w)
+        ys = y_lo[:, None].float() + torch.arange(out_h, device=phi.device) + 0.5  # (N, out_h)
+        crop = self._crop_boxes
+        gx = (xs - crop[:, 0:1]) / (crop[:, 2:3] - crop[:, 0:1]) * 2 - 1  # grid_sample's [-1, 1]
+        gy = (ys - crop[:, 1:2]) / (crop[:, 3:4] - crop[:, 1:2]) * 2 - 1
+        grid = torch.stack(
+            [gx[:, None, :].expand(n, out_h, out_w), gy[:, :, None].expand(n, out_h, out_w)], -1
+        )
+        sampled = F.grid_sample(phi[:, None], grid, mode="bilinear", align_corners=False)
+        inside = sampled[:, 0] > 0  # (N, out_h, out_w)
+        inside = inside.cpu().numpy()
+        masks = np.zeros((n, height, width), dtype=bool)
+        bounds = torch.stack([x_lo, y_lo, box_w, box_h], dim=1).cpu().tolist()
+        for i, (x0, y0, w, h) in enumerate(bounds):  # copying windows into place, no math
+            masks[i, y0 : y0 + h, x0 : x0 + w] = inside[i, :h, :w]
+        return masks
+
+
+def _histograms(bin_index, weights, num_bins, prior):
+    """Normalised per-box histograms (N, num_bins) of bin_index (N, S, S) weighted by (N, S, S)."""
+    n = bin_index.shape[0]
+    hist = torch.full((n, num_bins), prior, device=weights.device, dtype=torch.float32)
+    hist.scatter_add_(1, bin_index.view(n, -1), weights.reshape(n, -1).float())
+    return hist / hist.sum(dim=1, keepdim=True)
+
+
+def _smooth_in_box(x, box_masks, sigma):
+    """Gaussian smoothing of (N, S, S) maps using only values inside each box (normalised)."""
+    box = box_masks.float()
+    return gaussian_blur(x * box, sigma) / gaussian_blur(box, sigma).clamp_min(1e-6)
+
+
+def evolve_region_competition(bin_index, box_masks, ring, pins, cfg: LevelSetConfig):
+    """Evolve phi (N, S, S) by the histogram region competition of the module docstring.
+
+    Args:
+        bin_index: (N, S, S) long colour bin of every grid pixel.
+        box_masks: (N, S, S) bool, the box on the grid; ring: (N, S, S) bool background sample.
+        pins: None or (N, S, S) float in {-1, 0, 1}: clicked object/background pixels.
+    Returns:
+        (N, S, S) float phi; the object is {phi > 0}, phi = -phi_clip outside the box.
+    """
+    num_bins = cfg.bins**3
+    n = bin_index.shape[0]
+    phi = torch.where(box_masks, cfg.init_logit, -cfg.phi_clip).float()
+    if pins is not None:
+        phi = torch.where(pins != 0, pins * cfg.phi_clip, phi)
+    ring_weights = ring.float()
+    if pins is not None:  # negative clicks sample the background too
+        ring_weights = ring_weights + (pins < 0).float()
+    log_bg = torch.log(_histograms(bin_index, ring_weights, num_bins, cfg.hist_prior))
+    flat_index = bin_index.view(n, -1)
+    for _ in range(cfg.steps):
+        weights = torch.sigmoid(phi) * box_masks
+        log_fg = torch.log(_histograms(bin_index, weights, num_bins, cfg.hist_prior))
+        ratio = torch.gather(log_fg - log_bg, 1, flat_index).view_as(phi)
+        force = _smooth_in_box(
+            ratio.clamp(-cfg.force_clip, cfg.force_clip), box_masks, cfg.force_sigma
+        )
+        phi = phi + cfg.step_size * force
+        if cfg.smoothing > 0:
+            phi = _smooth_in_box(phi, box_masks, cfg.smoothing)
+        phi = phi.clamp(-cfg.phi_clip, cfg.phi_clip)
+        if pins is not None:
+            phi = torch.where(pins != 0, pins * cfg.phi_clip, phi)
+        phi = torch.where(box_masks, phi, -cfg.phi_clip)
+    return phi
+
+
+def _quality_score(masks, bin_index, box_masks, ring, cfg: LevelSetConfig):
+    """(N,) in [0, 1]: colour separation of mask vs ring times coverage of the box's four sides."""
+    num_bins = cfg.bins**3
+    fg = _histograms(bin_index, masks.float(), num_bins, cfg.hist_prior)
+    bg = _histograms(bin_index, ring.float(), num_bins, cfg.hist_prior)
+    separation = 1.0 - torch.sqrt(fg * bg).sum(dim=1).clamp(0, 1)
+    rows_in_box = box_masks.any(dim=2).float()
+    cols_in_box = box_masks.any(dim=1).float()
+    row_cover = (masks.any(dim=2).float() * rows_in_box).sum(1) / rows_in_box.sum(1).clamp_min(1)
+    col_cover = (masks.any(dim=1).float() * cols_in_box).sum(1) / cols_in_box.sum(1).clamp_min(1)
+    return (separation * row_cover * col_cover).clamp(0, 1)
