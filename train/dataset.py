@@ -1,0 +1,177 @@
+"""COCO-format instance dataset read for box supervision: images, boxes and class labels only.
+
+Masks in the file (if any) are never given to training; `load_gt_masks` reads them for evaluation.
+Images may carry a `split` field ("train" / "val"); `split=""` keeps every image.
+Category ids are mapped to contiguous labels 0..K-1 in ascending id order (`class_names`).
+"""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from box2mask.box_ops import xywh_to_xyxy
+from box2mask.image_io import load_image
+from box2mask.rle import decode_rle
+from train.augment import random_scale_crop_flip, resize_long_side
+
+__all__ = ["DatasetError", "CocoBoxDataset", "collate_batch", "load_gt_masks"]
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message names the file and the problem."""
+
+
+class CocoBoxDataset(torch.utils.data.Dataset):
+    """Images + boxes of one split of a COCO instances file.
+
+    Each item is a dict: "image" (3, H, W) uint8 tensor, "boxes" (N, 4) float32 XYXY absolute
+    pixels in that image's frame, "labels" (N,) int64 in [0, K), "image_id" int, "file_name" str,
+    "orig_size" (H0, W0) of the file.
+
+    Training (`train=True`): scale jitter, crop to image_size, flip, with a random generator seeded
+    by (seed, epoch, index) so the same sample gets the same augmentation in any process
+    (call `set_epoch` before each epoch). Otherwise: resize the long side to image_size.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        *,
+        split: str = "",
+        annotations: str = "annotations.json",
+        image_dir: str = "images",
+        train: bool = False,
+        image_size: int = 384,
+        min_scale: float = 0.5,
+        max_scale: float = 1.5,
+        flip_prob: float = 0.5,
+        min_box_size: float = 4.0,
+        seed: int = 0,
+    ):
+        self.data_dir = Path(data_dir)
+        self.annotation_path = self.data_dir / annotations
+        self.image_dir = self.data_dir / image_dir
+        self.train, self.image_size, self.seed, self.epoch = train, image_size, seed, 0
+        self.augment_args = dict(
+            size=image_size,
+            min_scale=min_scale,
+            max_scale=max_scale,
+            flip_prob=flip_prob,
+            min_box_size=min_box_size,
+        )
+        coco = read_coco(self.annotation_path)
+        self.category_ids = sorted(c["id"] for c in coco.get("categories", []))
+        names = {c["id"]: c.get("name", str(c["id"])) for c in coco.get("categories", [])}
+        self.class_names = [names[i] for i in self.category_ids]
+        label_of = {cid: i for i, cid in enumerate(self.category_ids)}
+        self.images = [im for im in coco["images"] if not split or im.get("split") == split]
+        if not self.images:
+            found = sorted({str(im.get("split")) for im in coco["images"]})
+            raise DatasetError(
+                f"{self.annotation_path}: no images with split {split!r} (splits found: {found})"
+            )
+        wanted = {im["id"] for im in self.images}
+        self.boxes_by_image = {im["id"]: [] for im in self.images}
+        for ann in coco.get("annotations", []):
+            if ann["image_id"] not in wanted or ann.get("iscrowd", 0):
+                continue
+            x, y, w, h = ann["bbox"]
+            if w < 1 or h < 1:
+                continue
+            if ann["category_id"] not in label_of:
+                raise DatasetError(
+                    f"{self.annotation_path}: annotation {ann.get('id')} has category_id "
+                    f"{ann['category_id']}, which is not in `categories`"
+                )
+            self.boxes_by_image[ann["image_id"]].append(
+                (xywh_to_xyxy([x, y, w, h]), label_of[ann["category_id"]])
+            )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation of this epoch (call before creating the epoch's iterator)."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        info = self.images[index]
+        image = load_image(self.image_dir / info["file_name"])
+        pairs = self.boxes_by_image[info["id"]]
+        boxes = np.array([b for b, _ in pairs], np.float32).reshape(-1, 4)
+        labels = np.array([c for _, c in pairs], np.int64)
+        orig_size = image.shape[:2]
+        if self.train:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            image, boxes, labels, _ = random_scale_crop_flip(
+                image, boxes, labels, rng=rng, **self.augment_args
+            )
+        else:
+            image, boxes, _ = resize_long_side(image, boxes, self.image_size)
+        return {
+            "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
+            "boxes": torch.from_numpy(np.ascontiguousarray(boxes, np.float32)),
+            "labels": torch.from_numpy(labels),
+            "image_id": int(info["id"]),
+            "file_name": info["file_name"],
+            "orig_size": tuple(orig_size),
+        }
+
+
+def read_coco(path: Path) -> dict:
+    """The parsed COCO JSON file, or a DatasetError naming the file."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: annotation file not found")
+    try:
+        coco = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DatasetError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
+        raise DatasetError(f"{path}: not a COCO instances file (no `images` list)")
+    return coco
+
+
+def collate_batch(samples: list[dict], size_divisibility: int = 32) -> dict:
+    """Pad images (bottom/right, zeros) to a common size that is a multiple of size_divisibility.
+
+    Returns {"images": (B, 3, H, W) float 0..255, "targets": [{"boxes", "labels"}], "image_ids",
+    "file_names", "image_sizes": [(h, w) before padding]}.
+    """
+    sizes = [tuple(s["image"].shape[1:]) for s in samples]
+    height = max(h for h, _ in sizes)
+    width = max(w for _, w in sizes)
+    height = -(-height // size_divisibility) * size_divisibility
+    width = -(-width // size_divisibility) * size_divisibility
+    images = torch.zeros(len(samples), 3, height, width)
+    for i, sample in enumerate(samples):
+        h, w = sizes[i]
+        images[i, :, :h, :w] = sample["image"]
+    return {
+        "images": images,
+        "targets": [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples],
+        "image_ids": [s["image_id"] for s in samples],
+        "file_names": [s["file_name"] for s in samples],
+        "image_sizes": sizes,
+    }
+
+
+def load_gt_masks(
+    coco: dict, image_id: int, height: int, width: int
+) -> list[tuple[dict, np.ndarray]]:
+    """(annotation, (H, W) bool mask) for each non-crowd annotation of `image_id` with a mask."""
+    out = []
+    for ann in coco.get("annotations", []):
+        if ann["image_id"] != image_id or ann.get("iscrowd", 0) or not ann.get("segmentation"):
+            continue
+        seg = ann["segmentation"]
+        if isinstance(seg, list):  # polygons
+            from pycocotools import mask as mask_utils
+
+            mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, height, width)))
+        else:
+            mask = decode_rle(seg)
+        out.append((ann, mask.astype(bool)))
+    return out
