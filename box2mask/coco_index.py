@@ -1,0 +1,467 @@
+"""An on-disk index of a COCO instances file, so any number of images is processed in flat memory.
+
+A COCO file lists annotations in any order and may be larger than memory, while segmenting needs
+each image's annotations together. `build_index` streams the file once (ijson) into SQLite;
+afterwards images are visited one at a time (`iter_pending_images`), finished images are appended
+to per-process part files (`PartWriter`, one JSON line per image, safe against SIGKILL), and
+`write_coco` writes the output in the input's order: every top-level entry and every record kept,
+annotations merged with their results. Nothing here holds more than one image's records at a time.
+
+Tables of the index (SQLite, one file):
+    meta(key, value)          fingerprint of the run (input hash, images folder, model) as JSON
+    top(pos, key, value)      top-level entries in file order; value NULL for the two arrays
+    images(idx, id_key, file_name, width, height, record, error)   id_key = json.dumps(id)
+    anns(ord, id_key, image_key, category_key, image_idx, record, error)   ord = position in file
+    results(ord, segmentation, score, error)                        imported from part files
+    done(image_idx)                                                 images whose results are in
+"""
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "CocoFormatError",
+    "ImageTask",
+    "PartWriter",
+    "build_index",
+    "file_sha256",
+    "open_index",
+    "read_fingerprint",
+    "import_parts",
+    "count_pending",
+    "iter_pending_images",
+    "count_failures",
+    "write_coco",
+]
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE top (pos INTEGER PRIMARY KEY, key TEXT, value TEXT);
+CREATE TABLE images (idx INTEGER PRIMARY KEY, id_key TEXT, file_name TEXT, width INTEGER,
+                     height INTEGER, record TEXT, error TEXT);
+CREATE TABLE anns (ord INTEGER PRIMARY KEY, id_key TEXT, image_key TEXT, category_key TEXT,
+                   image_idx INTEGER, record TEXT, error TEXT);
+CREATE TABLE results (ord INTEGER PRIMARY KEY, segmentation TEXT, score REAL, error TEXT);
+CREATE TABLE done (image_idx INTEGER PRIMARY KEY);
+"""
+_ARRAYS = ("images", "annotations")
+
+
+class CocoFormatError(ValueError):
+    """A COCO file that cannot be used at all (malformed JSON, not an object, no images list)."""
+
+
+@dataclass
+class ImageTask:
+    """One image still to segment, with the annotations that belong to it."""
+
+    idx: int  # position of the image record in the input's `images` list
+    file_name: str  # as written in the COCO record (relative to the images folder)
+    width: int  # width the COCO record declares
+    height: int  # height the COCO record declares
+    anns: list  # [(ord, annotation record dict)], ord = position in the input's annotations
+
+
+def file_sha256(path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- reading the COCO file
+
+
+def _build_value(events, event, value):
+    """Consume ijson events of one JSON value starting at (event, value); return the value."""
+    import ijson
+
+    builder = ijson.ObjectBuilder()
+    depth = 0
+    while True:
+        builder.event(event, value)
+        if event in ("start_map", "start_array"):
+            depth += 1
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+        if depth == 0:
+            return builder.value
+        _, event, value = next(events)
+
+
+def _stream_entries(path) -> Iterator[tuple]:
+    """Yield ("top", key, value), ("array", key, None) and ("images"|"annotations", None, item).
+
+    Streams with ijson: memory holds one record at a time.
+    """
+    import ijson
+
+    with open(path, "rb") as f:
+        events = ijson.parse(f, use_float=True)
+        _, event, _ = next(events)
+        if event != "start_map":
+            raise CocoFormatError(f"{path}: the top level must be a JSON object, got {event}")
+        for prefix, event, value in events:
+            if prefix == "" and event == "end_map":
+                return
+            key = value  # a top-level map_key
+            _, event, value = next(events)
+            if key in _ARRAYS and event == "start_array":
+                yield ("array", key, None)
+                for _, event, value in events:
+                    if event == "end_array":
+                        break
+                    yield (key, None, _build_value(events, event, value))
+            else:
+                yield ("top", key, _build_value(events, event, value))
+
+
+def _loaded_entries(path) -> Iterator[tuple]:
+    """The same entries from Python's json module (accepts NaN/Infinity; reads the whole file)."""
+    with open(path, "rb") as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise CocoFormatError(f"{path}: the top level must be a JSON object")
+    for key, value in data.items():
+        if key in _ARRAYS and isinstance(value, list):
+            yield ("array", key, None)
+            for item in value:
+                yield (key, None, item)
+        else:
+            yield ("top", key, value)
+
+
+def _check_image(record) -> str | None:
+    """The problem with an image record, or None."""
+    if not isinstance(record, dict):
+        return "image record is not a JSON object"
+    for field in ("id", "file_name", "width", "height"):
+        if field not in record:
+            return f"image record lacks '{field}'"
+    if not isinstance(record["file_name"], str) or not record["file_name"]:
+        return f"image {record['id']!r}: 'file_name' must be a non-empty string"
+    for field in ("width", "height"):
+        v = record[field]
+        if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v <= 0:
+            return f"image {record['id']!r}: '{field}' must be a positive integer, got {v!r}"
+    return None
+
+
+def _fill_index(conn: sqlite3.Connection, entries: Iterator[tuple]) -> None:
+    pos = n_images = n_anns = 0
+    seen_arrays = set()
+    for kind, key, value in entries:
+        if kind == "top":
+            conn.execute("INSERT INTO top VALUES (?, ?, ?)", (pos, key, json.dumps(value)))
+            pos += 1
+        elif kind == "array":
+            conn.execute("INSERT INTO top VALUES (?, ?, NULL)", (pos, key))
+            seen_arrays.add(key)
+            pos += 1
+        elif kind == "images":
+            error = _check_image(value)
+            ok = error is None
+            conn.execute(
+                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    n_images,
+                    json.dumps(value["id"]) if ok else None,
+                    value["file_name"] if ok else None,
+                    int(value["width"]) if ok else None,
+                    int(value["height"]) if ok else None,
+                    json.dumps(value),
+                    error,
+                ),
+            )
+            n_images += 1
+        else:  # an annotation
+            error, keys = None, {}
+            if not isinstance(value, dict):
+                error = "annotation is not a JSON object"
+            else:
+                keys = {
+                    k: json.dumps(value[k]) for k in ("id", "image_id", "category_id") if k in value
+                }
+                if "image_id" not in value:
+                    error = "annotation lacks 'image_id'"
+            conn.execute(
+                "INSERT INTO anns VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                (
+                    n_anns,
+                    keys.get("id"),
+                    keys.get("image_id"),
+                    keys.get("category_id"),
+                    json.dumps(value),
+                    error,
+                ),
+            )
+            n_anns += 1
+    for key in _ARRAYS:
+        if key not in seen_arrays:
+            raise CocoFormatError(f"'{key}' is missing or is not a list")
+
+
+def _link_annotations(conn: sqlite3.Connection) -> list[str]:
+    """Attach annotations to images by id; mark the ones that cannot be attached. Returns problems."""
+    problems = []
+    conn.execute("CREATE INDEX images_by_key ON images (id_key)")
+    for key, n in conn.execute(
+        "SELECT id_key, COUNT(*) FROM images WHERE id_key IS NOT NULL GROUP BY id_key HAVING COUNT(*) > 1"
+    ).fetchall():
+        error = f"image id {key} is used by {n} image records"
+        problems.append(error + "; their annotations are skipped")
+        conn.execute("UPDATE images SET error = ? WHERE id_key = ?", (error, key))
+    conn.execute(
+        "UPDATE anns SET image_idx = (SELECT idx FROM images WHERE images.id_key = anns.image_key) "
+        "WHERE error IS NULL"
+    )
+    for (error,) in conn.execute("SELECT error FROM images WHERE error IS NOT NULL"):
+        if not error.startswith("image id "):
+            problems.append(error)
+    conn.execute(
+        "UPDATE anns SET error = (SELECT error FROM images WHERE images.idx = anns.image_idx) "
+        "WHERE error IS NULL AND image_idx IS NOT NULL"
+    )
+    conn.execute(
+        "UPDATE anns SET error = 'image_id ' || image_key || ' is not in images' "
+        "WHERE error IS NULL AND image_idx IS NULL"
+    )
+    conn.execute("CREATE INDEX anns_by_image ON anns (image_idx)")
+    return problems
+
+
+def _check_ids_and_categories(conn: sqlite3.Connection) -> list[str]:
+    """Warnings that do not stop anything: duplicate annotation ids, unknown category ids."""
+    warnings = [
+        f"warning: annotation id {key} appears {n} times (all kept)"
+        for key, n in conn.execute(
+            "SELECT id_key, COUNT(*) FROM anns WHERE id_key IS NOT NULL GROUP BY id_key "
+            "HAVING COUNT(*) > 1"
+        )
+    ]
+    row = conn.execute("SELECT value FROM top WHERE key = 'categories'").fetchone()
+    categories = json.loads(row[0]) if row else None
+    if not isinstance(categories, list):
+        return warnings
+    conn.execute("CREATE TEMP TABLE known (key TEXT PRIMARY KEY)")
+    conn.executemany(
+        "INSERT OR IGNORE INTO known VALUES (?)",
+        ((json.dumps(c.get("id")),) for c in categories if isinstance(c, dict)),
+    )
+    for ord_, id_key, category_key in conn.execute(
+        "SELECT ord, id_key, category_key FROM anns WHERE category_key IS NOT NULL "
+        "AND category_key NOT IN (SELECT key FROM known) ORDER BY ord"
+    ):
+        name = f"annotation {id_key}" if id_key is not None else f"annotation #{ord_} (no id)"
+        warnings.append(
+            f"warning: {name}: category_id {category_key} is not in categories (segmented anyway)"
+        )
+    return warnings
+
+
+def build_index(coco_path, index_path, fingerprint: dict) -> list[str]:
+    """Stream the COCO file at `coco_path` into a new SQLite index at `index_path` (atomically).
+
+    Raises CocoFormatError naming the file for malformed JSON or a file that is not a COCO
+    instances object. Returns the problems found in records (each also recorded against the
+    annotations it affects) and warnings, as human-readable lines.
+    """
+    import ijson
+
+    index_path = Path(index_path)
+    tmp = index_path.with_name(index_path.name + ".tmp")
+    for reader in (_stream_entries, _loaded_entries):
+        tmp.unlink(missing_ok=True)
+        conn = sqlite3.connect(tmp)
+        conn.executescript(_SCHEMA)
+        try:
+            with conn:
+                _fill_index(conn, reader(coco_path))
+            break
+        except ijson.JSONError as err:  # e.g. NaN/Infinity, not strict JSON: retry with `json`
+            first_error = str(err).splitlines()[0]
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CocoFormatError(f"{coco_path}: malformed JSON ({first_error}; {err})") from None
+        except CocoFormatError as err:
+            raise CocoFormatError(f"{coco_path}: {err}") from None
+        finally:
+            conn.close()
+    conn = sqlite3.connect(tmp)
+    with conn:
+        problems = _link_annotations(conn)
+        problems += _check_ids_and_categories(conn)
+        conn.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (json.dumps(fingerprint),))
+    conn.close()
+    os.replace(tmp, index_path)
+    return problems
+
+
+def open_index(index_path) -> sqlite3.Connection:
+    return sqlite3.connect(index_path, timeout=60)
+
+
+def read_fingerprint(conn: sqlite3.Connection) -> dict | None:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    return json.loads(row[0]) if row else None
+
+
+# ---------------------------------------------------------------- results: part files
+
+
+class PartWriter:
+    """Append-only JSON-lines file of finished images, one line per image, fsynced per line.
+
+    A SIGKILL can leave a torn last line: it is cut off when the file is reopened, and ignored by
+    `import_parts`, so that image is simply redone.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a+b")  # noqa: SIM115 (closed in close())
+        self._file.seek(0)
+        data = self._file.read()
+        if data and not data.endswith(b"\n"):
+            self._file.truncate(data.rfind(b"\n") + 1)
+        self._file.seek(0, os.SEEK_END)
+
+    def write(self, image_idx: int, results: list) -> None:
+        """results: [(ord, segmentation dict or None, score or None, error str or None)]."""
+        line = json.dumps({"image": image_idx, "results": results}, separators=(",", ":"))
+        self._file.write(line.encode() + b"\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def import_parts(conn: sqlite3.Connection, part_paths) -> None:
+    """Load every complete line of the part files into the `results` and `done` tables."""
+    with conn:
+        for path in part_paths:
+            with open(path, "rb") as f:
+                for line in f:
+                    if not line.endswith(b"\n"):
+                        break  # torn by a kill: that image is redone
+                    part = json.loads(line)
+                    for ord_, segmentation, score, error in part["results"]:
+                        conn.execute(
+                            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?)",
+                            (ord_, json.dumps(segmentation), score, error),
+                        )
+                    conn.execute("INSERT OR IGNORE INTO done VALUES (?)", (part["image"],))
+
+
+# ---------------------------------------------------------------- the work list
+
+_PENDING = (
+    "FROM images WHERE error IS NULL AND idx % ? = ? "
+    "AND idx NOT IN (SELECT image_idx FROM done) "
+    "AND EXISTS (SELECT 1 FROM anns WHERE anns.image_idx = images.idx AND anns.error IS NULL)"
+)
+
+
+def count_pending(conn: sqlite3.Connection, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
+    """(images, boxes) still to segment in shard `rank` of `world_size` (images idx % world == rank)."""
+    n_images = conn.execute(f"SELECT COUNT(*) {_PENDING}", (world_size, rank)).fetchone()[0]
+    n_boxes = conn.execute(
+        f"SELECT COUNT(*) FROM anns WHERE error IS NULL AND image_idx IN (SELECT idx {_PENDING})",
+        (world_size, rank),
+    ).fetchone()[0]
+    return n_images, n_boxes
+
+
+def iter_pending_images(
+    conn: sqlite3.Connection, rank: int = 0, world_size: int = 1
+) -> Iterator[ImageTask]:
+    """Images of shard `rank` not done yet that have annotations to segment, in file order."""
+    rows = conn.execute(
+        f"SELECT idx, file_name, width, height {_PENDING} ORDER BY idx", (world_size, rank)
+    )
+    for idx, file_name, width, height in rows:
+        anns = [
+            (ord_, json.loads(record))
+            for ord_, record in conn.execute(
+                "SELECT ord, record FROM anns WHERE image_idx = ? AND error IS NULL ORDER BY ord",
+                (idx,),
+            )
+        ]
+        yield ImageTask(idx=idx, file_name=file_name, width=width, height=height, anns=anns)
+
+
+def count_failures(conn: sqlite3.Connection) -> int:
+    """Annotations that end without a mask (an error at indexing or at segmentation)."""
+    return conn.execute(
+        "SELECT COUNT(*) FROM anns LEFT JOIN results USING (ord) "
+        "WHERE anns.error IS NOT NULL OR results.error IS NOT NULL"
+    ).fetchone()[0]
+
+
+# ---------------------------------------------------------------- writing the output
+
+
+def _merged_annotation(record: str, segmentation, score, error) -> str:
+    ann = json.loads(record)
+    if not isinstance(ann, dict):
+        return record
+    if error is None:
+        ann.pop("box2mask_error", None)
+        ann["segmentation"] = json.loads(segmentation)
+        ann["score"] = score
+    else:
+        ann["box2mask_error"] = error
+    return json.dumps(ann, separators=(",", ":"))
+
+
+def write_coco(conn: sqlite3.Connection, out_path) -> None:
+    """Write the output COCO file atomically (temp file + rename), streaming from the index.
+
+    Every top-level entry and record of the input is kept in order; an annotation gains
+    `segmentation` (RLE) and `score`, or, when it failed, keeps its fields and gains
+    `box2mask_error`. Raises RuntimeError if an annotation has neither a result nor an error.
+    """
+    missing = conn.execute(
+        "SELECT COUNT(*) FROM anns LEFT JOIN results USING (ord) "
+        "WHERE anns.error IS NULL AND results.ord IS NULL"
+    ).fetchone()[0]
+    if missing:
+        raise RuntimeError(f"{missing} annotations have no result yet; cannot write the output")
+    out_path = Path(out_path)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("{")
+        tops = conn.execute("SELECT key, value FROM top ORDER BY pos").fetchall()
+        for i, (key, value) in enumerate(tops):
+            f.write(("," if i else "") + "\n" + json.dumps(key) + ": ")
+            if value is not None:
+                f.write(value)
+                continue
+            if key == "images":
+                lines = (r for (r,) in conn.execute("SELECT record FROM images ORDER BY idx"))
+            else:
+                lines = (
+                    _merged_annotation(record, seg, score, ann_error or res_error)
+                    for record, seg, score, ann_error, res_error in conn.execute(
+                        "SELECT anns.record, results.segmentation, results.score, anns.error, "
+                        "results.error FROM anns LEFT JOIN results USING (ord) ORDER BY ord"
+                    )
+                )
+            f.write("[")
+            for j, line in enumerate(lines):
+                f.write(("," if j else "") + "\n" + line)
+            f.write("\n]")
+        f.write("\n}\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out_path)
