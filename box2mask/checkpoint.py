@@ -1,0 +1,121 @@
+"""Self-describing checkpoints: the model's weights with everything needed to rebuild it.
+
+A checkpoint is a dict saved with torch.save and read with `torch.load(weights_only=True)`:
+    format          "box2mask-checkpoint"
+    format_version  FORMAT_VERSION
+    model_version   str, the name the annotator records with every proposed mask
+    model_config    dataclasses.asdict(ModelConfig)
+    model_state     the model's state_dict (unwrapped from DDP)
+    class_names     list of K foreground class names
+    config          the resolved full (training) config, a plain dict
+    extra           optimizer / scheduler / scaler state, step, epoch... when saved by training
+"""
+
+import dataclasses
+import os
+import tempfile
+
+import torch
+
+from box2mask.config import ModelConfig
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "build_model_from_checkpoint",
+]
+
+FORMAT = "box2mask-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(RuntimeError):
+    """A file that is not a usable box2mask checkpoint; the message names the file."""
+
+
+def save_checkpoint(
+    path,
+    *,
+    model: torch.nn.Module,
+    model_config: ModelConfig,
+    class_names: list[str],
+    config: dict,
+    model_version: str,
+    extra: dict | None = None,
+) -> None:
+    """Write a checkpoint atomically (temporary file in the same folder, then os.replace)."""
+    path = os.fspath(path)
+    model = getattr(model, "module", model)  # DistributedDataParallel wrapper
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_version": str(model_version),
+        "model_config": dataclasses.asdict(model_config),
+        "model_state": model.state_dict(),
+        "class_names": list(class_names),
+        "config": config,
+        "extra": extra or {},
+    }
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """Read and check a checkpoint; raises CheckpointError naming the file and the problem."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated zip, pickle with code, random bytes...
+        raise CheckpointError(
+            f"{path}: not a readable box2mask checkpoint (truncated or another format): {err}"
+        ) from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a box2mask checkpoint (no '{FORMAT}' format tag)")
+    version = ckpt.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r}, this box2mask reads version "
+            f"{FORMAT_VERSION}"
+        )
+    missing = {"model_config", "model_state", "class_names", "config", "model_version"} - set(ckpt)
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
+    ckpt["path"] = path
+    return ckpt
+
+
+def build_model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
+    """The model stored in a checkpoint dict (from `load_checkpoint`), in eval mode on CPU."""
+    from box2mask.model import build_model
+
+    name = ckpt.get("path", "checkpoint")
+    fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = set(ckpt["model_config"]) - fields
+    if unknown:
+        raise CheckpointError(f"{name}: model_config has unknown fields {sorted(unknown)}")
+    values = dict(ckpt["model_config"])
+    values["backbone_weights"] = None  # the state dict below holds every weight
+    for key in ("pixel_mean", "pixel_std"):
+        if key in values:
+            values[key] = tuple(values[key])
+    model = build_model(ModelConfig(**values))
+    try:
+        model.load_state_dict(ckpt["model_state"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{name}: weights do not fit the stored model_config: {err}") from err
+    return model.eval()
