@@ -1,0 +1,207 @@
+"""`box2mask segment`: the COCO contract, bad images and boxes, SIGKILL + resume, torchrun shards."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotator.cli import main as cli_main
+from box2mask.rle import decode_rle
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_dataset(folder: Path, n_images: int = 3, seed: int = 0) -> Path:
+    """Tiny images (a red rectangle on noisy dark ground) and a COCO file with extra fields.
+
+    Image i is (40 + 2i) x (56 + 4i); each has two boxes: a loose one around the rectangle and
+    one on plain background. Returns the COCO file's path; images are in folder / "images".
+    """
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    images, anns = [], []
+    for i in range(n_images):
+        h, w = 40 + 2 * i, 56 + 4 * i
+        img = rng.integers(20, 60, (h, w, 3)).astype(np.uint8)
+        img[8:28, 10 + i : 36 + i] = (210, 50, 40)
+        Image.fromarray(img).save(folder / "images" / f"im{i:03d}.png")
+        images.append({"id": 100 + i, "file_name": f"im{i:03d}.png", "width": w, "height": h})
+        anns.append(
+            {
+                "id": 1000 + 2 * i,
+                "image_id": 100 + i,
+                "category_id": 1,
+                "bbox": [7 + i, 5, 32, 26],
+                "area": 832,
+                "iscrowd": 0,
+                "note": {"who": "test", "k": [1, 2.5]},
+            }
+        )
+        anns.append(
+            {"id": 1001 + 2 * i, "image_id": 100 + i, "category_id": 2, "bbox": [40, 30, 9.5, 7]}
+        )
+    coco = {
+        "info": {"description": "tiny test set"},
+        "licenses": [],
+        "images": images,
+        "categories": [{"id": 1, "name": "thing"}, {"id": 2, "name": "ground"}],
+        "annotations": anns[::-1],  # not grouped by image, not sorted
+        "custom_key": [1, None, "x"],
+    }
+    path = folder / "boxes.json"
+    path.write_text(json.dumps(coco))
+    return path
+
+
+def run_cli(tmp_path, boxes, out, capsys, *extra):
+    code = cli_main(
+        ["segment", "--images", str(tmp_path / "images"), "--boxes", str(boxes), "--out", str(out)]
+        + ["--no-progress", *extra]
+    )
+    return code, capsys.readouterr().err
+
+
+def test_round_trip_keeps_everything_and_writes_masks_inside_boxes(tmp_path, capsys):
+    boxes = make_dataset(tmp_path)
+    out = tmp_path / "out.json"
+    code, err = run_cli(tmp_path, boxes, out, capsys)
+    assert code == 0, err
+    src, dst = json.loads(boxes.read_text()), json.loads(out.read_text())
+    assert list(dst) == list(src)  # top-level keys, in order
+    for key in ("info", "licenses", "images", "categories", "custom_key"):
+        assert dst[key] == src[key]
+    assert [a["id"] for a in dst["annotations"]] == [a["id"] for a in src["annotations"]]
+    sizes = {im["id"]: (im["height"], im["width"]) for im in src["images"]}
+    for a_in, a_out in zip(src["annotations"], dst["annotations"], strict=True):
+        assert {k: a_out[k] for k in a_in} == a_in  # every input field unchanged
+        assert set(a_out) == set(a_in) | {"segmentation", "score"}
+        assert isinstance(a_out["segmentation"]["counts"], str)
+        mask = decode_rle(a_out["segmentation"])
+        assert mask.shape == sizes[a_in["image_id"]]
+        x, y, w, h = a_in["bbox"]
+        inside = np.zeros_like(mask)
+        inside[math.floor(y) : math.ceil(y + h), math.floor(x) : math.ceil(x + w)] = True
+        assert mask.any() and not (mask & ~inside).any()
+        assert 0.0 <= a_out["score"] <= 1.0
+    # the loose box around the red rectangle gets the rectangle (IoU > 0.8)
+    for a_out in dst["annotations"]:
+        if a_out["category_id"] == 1:
+            i = a_out["image_id"] - 100
+            target = np.zeros(sizes[a_out["image_id"]], bool)
+            target[8:28, 10 + i : 36 + i] = True
+            mask = decode_rle(a_out["segmentation"])
+            assert (mask & target).sum() / (mask | target).sum() > 0.8
+    assert not (tmp_path / "out.json.partial").exists()
+    assert not (tmp_path / "out.json.tmp").exists()
+
+
+def test_bad_images_and_boxes_are_reported_skipped_and_exit_1(tmp_path, capsys):
+    boxes = make_dataset(tmp_path, n_images=5)
+    coco = json.loads(boxes.read_text())
+    (tmp_path / "images" / "im001.png").unlink()  # missing
+    (tmp_path / "images" / "im002.png").write_text("not a png")  # not an image
+    Image.new("RGB", (10, 10)).save(tmp_path / "images" / "im003.png")  # size mismatch
+    by_id = {a["id"]: a for a in coco["annotations"]}
+    by_id[1000]["bbox"] = [math.nan, 5, 10, 10]  # written as NaN: not strict JSON
+    by_id[1001]["bbox"] = [30, 10, -5, 10]  # negative width
+    by_id[1008]["bbox"] = [500, 500, 10, 10]  # outside the image
+    boxes.write_text(json.dumps(coco))
+    out = tmp_path / "out.json"
+    code, err = run_cli(tmp_path, boxes, out, capsys)
+    assert code == 1
+    assert "im001.png: no such file" in err
+    assert "im002.png: not an image file" in err
+    assert "im003.png: image is 10x10 but the COCO record says 68x46" in err
+    assert "annotation 1000: bad bbox: box has a non-finite coordinate" in err
+    assert "annotation 1001: bad bbox: box is inverted" in err
+    assert (
+        "annotation 1008: bad bbox: box [500.0, 500.0, 510.0, 510.0] lies entirely outside" in err
+    )
+    assert "9 annotations failed" in err
+    dst = {a["id"]: a for a in json.loads(out.read_text())["annotations"]}
+    assert len(dst) == 10
+    for ann_id, ann in dst.items():
+        if ann_id != 1009:  # three bad images (two boxes each) and three bad boxes
+            assert "segmentation" not in ann and "score" not in ann
+            assert ann["box2mask_error"]
+        else:
+            assert "box2mask_error" not in ann and decode_rle(ann["segmentation"]).any()
+    assert "im002.png: not an image file" in dst[1004]["box2mask_error"]
+
+
+def test_malformed_json_writes_nothing_and_exits_2(tmp_path, capsys):
+    make_dataset(tmp_path, n_images=1)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [{"id": 1,, }]')
+    out = tmp_path / "out.json"
+    code, err = run_cli(tmp_path, bad, out, capsys)
+    assert code == 2
+    assert f"{bad}: malformed JSON" in err
+    assert not out.exists() and not (tmp_path / "out.json.partial").exists()
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks the error when CUDA is absent"
+)
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
+    boxes = make_dataset(tmp_path, n_images=1)
+    code, err = run_cli(tmp_path, boxes, tmp_path / "out.json", capsys, "--device", "cuda")
+    assert code == 2 and "CUDA is not available" in err
+
+
+def _segment_cmd(tmp_path, boxes, out):
+    return [
+        sys.executable, "-m", "annotator.cli", "segment", "--images", str(tmp_path / "images"),
+        "--boxes", str(boxes), "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def test_sigkill_mid_run_then_rerun_gives_identical_output(tmp_path):
+    boxes = make_dataset(tmp_path, n_images=16)
+    reference = tmp_path / "reference.json"
+    subprocess.run(_segment_cmd(tmp_path, boxes, reference), env=_env(), check=True, timeout=120)
+
+    out = tmp_path / "out.json"
+    part = tmp_path / "out.json.partial" / "parts" / "rank00000.jsonl"
+    proc = subprocess.Popen(_segment_cmd(tmp_path, boxes, out), env=_env(), stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if part.exists() and part.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lines_at_kill = part.read_bytes().count(b"\n")
+    assert not out.exists() and 3 <= lines_at_kill < 16  # killed mid-run
+
+    rerun = subprocess.run(
+        _segment_cmd(tmp_path, boxes, out), env=_env(), capture_output=True, text=True, timeout=120
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{lines_at_kill} images already done" in rerun.stderr
+    assert out.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "out.json.partial").exists()
+
+
+def test_torchrun_two_processes_equal_one_process(tmp_path):
+    boxes = make_dataset(tmp_path, n_images=6)
+    single, sharded = tmp_path / "single.json", tmp_path / "sharded.json"
+    subprocess.run(_segment_cmd(tmp_path, boxes, single), env=_env(), check=True, timeout=120)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    torchrun += ["--master-port", str(29500 + os.getpid() % 1000)]
+    cmd = torchrun + _segment_cmd(tmp_path, boxes, sharded)[1:]
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sharded.read_bytes() == single.read_bytes()
