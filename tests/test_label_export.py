@@ -52,11 +52,12 @@ def test_export_boxes_for_all_and_verified_masks_held_out(tmp_path):
     summary = export_training_data(
         store, images_dir=images, out_dir=tmp_path / "round1", eval_fraction=0.3
     )
-    train = json.loads(summary.train_json.read_text())
-    ev = json.loads(summary.eval_json.read_text())
+    train = json.loads((summary.train_dir / "annotations.json").read_text())
+    ev = json.loads((summary.eval_dir / "annotations.json").read_text())
     assert summary.train_boxes == 24 and len(train["annotations"]) == 24
     assert all("segmentation" not in a for a in train["annotations"])  # box supervision only
     assert [c["name"] for c in train["categories"]] == ["cat", "dog"]
+    assert (summary.train_dir / "images" / keys[0]).is_file()  # images/ links to the folder
     assert train["images"][0]["width"] == 30 and train["images"][0]["height"] == 20
     assert train["annotations"][0]["bbox"] == [2.0, 3.0, 10.0, 12.0]
     assert sorted(im["file_name"] for im in ev["images"]) == sorted(held)
@@ -73,7 +74,7 @@ def test_export_boxes_for_all_and_verified_masks_held_out(tmp_path):
         mask_supervision=True,
     )
     assert mixed.mask_supervised == len(keys) - len(held)
-    train_m = json.loads(mixed.train_json.read_text())
+    train_m = json.loads((mixed.train_dir / "annotations.json").read_text())
     with_masks = {
         train_m["images"][a["image_id"] - 1]["file_name"]
         for a in train_m["annotations"]

@@ -1,11 +1,11 @@
-"""Labels of a label store -> the COCO files one retraining round needs.
+"""Labels of a label store -> the two COCO datasets one retraining round needs.
 
-Boxes of every labelled image become box supervision (`train.json`). Masks that a person verified
+Boxes of every labelled image become box supervision (`train/`). Masks that a person verified
 (source "human" or "human-corrected", verified flag set) on the held-out images become the
-evaluation set (`eval.json`). Which images are held out is decided by a hash of the image key, so
+evaluation set (`eval/`). Which images are held out is decided by a hash of the image key, so
 the split is fixed and only grows as people label more: numbers stay comparable across rounds.
 With `mask_supervision=True`, verified masks of the other (training) images are also written into
-`train.json` (mixed supervision: a mask loss on those instances, box losses on the rest).
+`train/` (mixed supervision: a mask loss on those instances, box losses on the rest).
 """
 
 import hashlib
@@ -25,14 +25,14 @@ HUMAN_SOURCES = ("human", "human-corrected")
 
 @dataclass
 class ExportSummary:
-    train_json: Path  # COCO file: every labelled image, boxes (+ verified masks if asked)
-    eval_json: Path  # COCO file: held-out images with their human-verified masks
+    train_dir: Path  # dataset folder (annotations.json + images/): every labelled image's boxes
+    eval_dir: Path  # dataset folder: held-out images with their human-verified masks
     snapshot_id: str  # sha256 of both files' content: identifies the data of a round
-    train_images: int  # images with at least one box in train.json
-    train_boxes: int  # boxes in train.json
+    train_images: int  # images with at least one box in train/
+    train_boxes: int  # boxes in train/
     mask_supervised: int  # of those, boxes that also carry a verified mask
-    eval_images: int  # images in eval.json
-    eval_masks: int  # verified masks in eval.json
+    eval_images: int  # images in eval/
+    eval_masks: int  # verified masks in eval/
 
 
 def is_eval_image(image_key: str, eval_fraction: float = 0.2) -> bool:
@@ -64,7 +64,9 @@ def export_training_data(
     eval_fraction: float = 0.2,
     mask_supervision: bool = False,
 ) -> ExportSummary:
-    """Write `train.json` and `eval.json` (COCO instances, file_name relative to `images_dir`).
+    """Write two dataset folders, `out_dir/train` and `out_dir/eval`, each with a COCO
+    `annotations.json` (file_name relative to `images_dir`) and `images`, a link to `images_dir`,
+    so both read like any other dataset folder (`box2mask train --data`, bench/quality.py).
 
     Args:
         store: a LabelStore (annotator.store); image keys are paths relative to `images_dir`
@@ -74,7 +76,7 @@ def export_training_data(
         class_names: category order to use (e.g. the current model's); classes found in the store
             but not listed are appended.
         eval_fraction: share of images held out for evaluation (by hash of the image key).
-        mask_supervision: also put verified masks of training images into train.json.
+        mask_supervision: also put verified masks of training images into train/.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,18 +135,22 @@ def export_training_data(
                 counts["eval_masks"] += 1
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(names)]
     digest = hashlib.sha256()
-    paths = {}
     for split in ("train", "eval"):
         coco[split]["categories"] = categories
         text = json.dumps(coco[split], sort_keys=True)
         digest.update(text.encode())
-        paths[split] = out / f"{split}.json"
-        tmp = paths[split].with_name(paths[split].name + ".tmp")
+        folder = out / split
+        folder.mkdir(exist_ok=True)
+        tmp = folder / "annotations.json.tmp"
         tmp.write_text(text)
-        os.replace(tmp, paths[split])
+        os.replace(tmp, folder / "annotations.json")
+        link = folder / "images"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(Path(images_dir).resolve(), target_is_directory=True)
     return ExportSummary(
-        train_json=paths["train"],
-        eval_json=paths["eval"],
+        train_dir=out / "train",
+        eval_dir=out / "eval",
         snapshot_id=digest.hexdigest()[:16],
         **counts,
     )
