@@ -1,0 +1,409 @@
+"""The annotator's logic, free of any UI: one `AnnotationSession` per browser tab.
+
+The Gradio file (app.py) only wires widgets to these methods. A session shows one image at a time;
+its labels live in "slots" (one per box on screen, in display order) holding the stored Label and
+its decoded mask. Every action writes to the label store at once and is recorded as (slot, label
+before, label after) so it can be undone and redone; undo and redo are ordinary store writes, so a
+stale revision (another tab changed the label) is refused there too.
+
+Model calls go through one shared `PredictorService`: the image is encoded once (`set_image`) and
+cached until another image (or another tab's image) needs the model; only new or moved boxes are
+decoded. `reload_predictor` swaps the model without a restart.
+"""
+
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from annotator.overlay import CLASS_COLORS, crop_view, render_overlay
+from annotator.store import Label, LabelStore, StaleWriteError
+from box2mask.box_ops import BoxError, validate_box
+from box2mask.image_io import load_image
+from box2mask.rle import decode_rle, encode_rle
+
+__all__ = ["SMOOTHING_LEVELS", "PredictorService", "AnnotationSession", "match_boxes"]
+
+# Smoothing choices for "re-run with more / less smoothing"; None = the predictor's own default.
+SMOOTHING_LEVELS = (0.0, 0.5, None, 2.0, 4.0)
+DEFAULT_SMOOTHING = 2  # index into SMOOTHING_LEVELS
+FILTERS = ("all", "unlabeled", "in progress", "done")
+
+
+class PredictorService:
+    """One predictor shared by every tab: serialised calls, image cache, hot swap."""
+
+    def __init__(self, predictor):
+        self._predictor = predictor
+        self._lock = threading.Lock()
+        self._image_key = None  # which image the predictor currently holds (set_image)
+
+    @property
+    def model_version(self) -> str:
+        return self._predictor.model_version
+
+    def prepare(self, image_key: str, image: np.ndarray) -> None:
+        """Encode `image` now unless it is already the predictor's current image."""
+        with self._lock:
+            self._ensure(image_key, image)
+
+    def predict(self, image_key: str, image: np.ndarray, boxes_xyxy: np.ndarray, **options):
+        """(N, 4) XYXY boxes -> masks (N, H, W) bool, scores (N,), encoding the image only if needed."""
+        with self._lock:
+            self._ensure(image_key, image)
+            return self._predictor.predict(np.asarray(boxes_xyxy, dtype=np.float64), **options)
+
+    def reload(self, predictor) -> None:
+        """Swap in a new predictor (e.g. a promoted model); the next call re-encodes its image."""
+        with self._lock:
+            self._predictor = predictor
+            self._image_key = None
+
+    def _ensure(self, image_key: str, image: np.ndarray) -> None:
+        if self._image_key != image_key:
+            self._predictor.set_image(image)
+            self._image_key = image_key
+
+
+@dataclass
+class Slot:
+    label: Label | None  # the stored label (None after a delete: kept for undo)
+    mask: np.ndarray | None = None  # (H, W) bool, decoded once
+    smoothing: int = DEFAULT_SMOOTHING  # index into SMOOTHING_LEVELS
+    shown: tuple | None = None  # (xmin, ymin, xmax, ymax, class) as last sent to the UI
+
+
+@dataclass
+class Change:
+    slot: int  # slot key
+    before: Label | None  # label content before the action (None: did not exist)
+    after: Label | None  # label content after the action (None: deleted)
+
+
+def match_boxes(
+    old: list[tuple], new: list[tuple]
+) -> tuple[list[tuple[int, int]], list[int], list[int]]:
+    """Pair the UI's new box list with the previous one.
+
+    Identical boxes pair first; the rest pair in order (a moved, resized or relabelled box);
+    leftovers are added (new) or removed (old) boxes. Returns (pairs (old_i, new_i), added new_i,
+    removed old_i).
+    """
+    free_old = list(range(len(old)))
+    pairs, unmatched_new = [], []
+    for j, box in enumerate(new):
+        i = next((i for i in free_old if old[i] == box), None)
+        if i is None:
+            unmatched_new.append(j)
+        else:
+            free_old.remove(i)
+            pairs.append((i, j))
+    n = min(len(free_old), len(unmatched_new))
+    pairs += list(zip(free_old[:n], unmatched_new[:n], strict=True))
+    return pairs, unmatched_new[n:], free_old[n:]
+
+
+@dataclass
+class AnnotationSession:
+    store: LabelStore  # where every action is saved at once
+    images_dir: Path  # the only folder images are read from
+    service: PredictorService  # the shared model
+    classes: list[str]  # class names offered for boxes (first = default)
+    image_key: str | None = None  # the open image (path relative to images_dir)
+    image: np.ndarray | None = None  # its pixels, (H, W, 3) uint8 RGB
+    slots: dict[int, Slot] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)  # live slot keys in display order
+    selected: int | None = None  # index into `order`
+    undo_stack: list[Change] = field(default_factory=list)
+    redo_stack: list[Change] = field(default_factory=list)
+
+    # -- images --------------------------------------------------------------------------------
+    def image_list(self, status_filter: str = "all") -> list[str]:
+        if status_filter not in FILTERS:
+            raise ValueError(f"filter must be one of {FILTERS}, got {status_filter!r}")
+        keys = self.store.list_images()
+        if status_filter == "all":
+            return keys
+        return [k for k in keys if self.store.image_status(k) == status_filter]
+
+    def progress(self) -> tuple[int, int]:
+        """(images done, images in all)."""
+        keys = self.store.list_images()
+        return sum(self.store.image_status(k) == "done" for k in keys), len(keys)
+
+    def open_image(self, image_key: str) -> None:
+        """Show one image of the folder (path traversal and symlinks out of the folder refused)."""
+        root = Path(self.images_dir).resolve()
+        path = (root / image_key).resolve()
+        if not path.is_relative_to(root):
+            raise PermissionError(f"{image_key}: outside the images folder {root}")
+        self.image = load_image(path)
+        self.image_key = image_key
+        self.service.prepare(image_key, self.image)
+        self.undo_stack.clear()
+        self.redo_stack.clear()
+        self._load_labels()
+
+    def step_image(self, step: int, status_filter: str = "all") -> str | None:
+        """Open the next (+1) or previous (-1) image among those passing the filter."""
+        keys = self.image_list(status_filter)
+        if not keys:
+            return None
+        everything = self.store.list_images()
+        here = everything.index(self.image_key) if self.image_key in everything else -1
+        ahead = [k for k in keys if everything.index(k) > here] if step > 0 else []
+        behind = [k for k in keys if everything.index(k) < here] if step < 0 else []
+        target = ahead[0] if ahead else behind[-1] if behind else keys[0 if step > 0 else -1]
+        self.open_image(target)
+        return target
+
+    def set_done(self, done: bool = True) -> None:
+        self.store.set_image_done(self.image_key, done)
+
+    # -- boxes from the UI ---------------------------------------------------------------------
+    def on_boxes_changed(self, boxes: list[dict]) -> bool:
+        """Apply the UI's box list: add, move/resize, relabel or delete. True if anything changed.
+
+        New and moved boxes are decoded by the model (in one call per smoothing level).
+        """
+        new = [self._box_tuple(b) for b in boxes]
+        old = [self.slots[k].shown for k in self.order]
+        pairs, added, removed = match_boxes(old, new)
+        if not added and not removed and all(i == j and old[i] == new[j] for i, j in pairs):
+            return False
+        slot_of_new = {j: self.order[i] for i, j in pairs}
+        for i in removed:
+            key = self.order[i]
+            self._write(key, None)
+        to_predict = []
+        for j in added:
+            key = max(self.slots, default=-1) + 1
+            self.slots[key] = Slot(label=None, shown=new[j])
+            slot_of_new[j] = key
+            to_predict.append(key)
+        for i, j in pairs:
+            key, before = self.order[i], old[i]
+            self.slots[key].shown = new[j]
+            if before[:4] != new[j][:4]:
+                to_predict.append(key)
+            elif before[4] != new[j][4]:
+                self._write(key, replace(self.slots[key].label, class_name=new[j][4]))
+        self.order = [slot_of_new[j] for j in range(len(new))]
+        self._predict(to_predict)
+        if to_predict:
+            self.selected = self.order.index(to_predict[-1])
+        elif self.selected is not None and self.selected >= len(self.order):
+            self.selected = len(self.order) - 1 if self.order else None
+        return True
+
+    # -- per-label actions (index = position in the label list) ----------------------------------
+    def select(self, index: int | None) -> None:
+        self.selected = index if index is not None and 0 <= index < len(self.order) else None
+
+    def accept(self, index: int | None = None) -> None:
+        key = self._key(index)
+        self._write(key, replace(self.slots[key].label, verified=True))
+
+    def reject(self, index: int | None = None) -> None:
+        """The proposed mask is wrong: drop it (the box stays; brush or re-run to make a new one)."""
+        key = self._key(index)
+        label = self.slots[key].label
+        self._write(key, replace(label, mask_rle=None, verified=False, source="human", score=None))
+
+    def refine(self, delta: int, index: int | None = None) -> None:
+        """Re-run the model on one box with more (+1) or less (-1) smoothing."""
+        key = self._key(index)
+        slot = self.slots[key]
+        slot.smoothing = int(np.clip(slot.smoothing + delta, 0, len(SMOOTHING_LEVELS) - 1))
+        self._predict([key])
+
+    def brush(
+        self, x: float, y: float, radius: float, erase: bool, index: int | None = None
+    ) -> None:
+        """Add (or erase) a disc of `radius` px at image pixel (x, y) to one label's mask."""
+        key = self._key(index)
+        slot = self.slots[key]
+        h, w = self.image.shape[:2]
+        mask = slot.mask.copy() if slot.mask is not None else np.zeros((h, w), bool)
+        yy, xx = np.ogrid[:h, :w]
+        disc = (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= radius**2
+        mask = mask & ~disc if erase else mask | disc
+        x0, y0, x1, y1 = slot.label.box_xyxy
+        inside = np.zeros((h, w), bool)
+        inside[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
+        mask &= inside  # a mask never leaves its box
+        drawn = (
+            slot.label.mask_rle is None or slot.label.source == "human"
+        )  # no model mask under it
+        source = "human" if drawn else "human-corrected"
+        self._write(key, replace(slot.label, mask_rle=encode_rle(mask), source=source), mask=mask)
+
+    def delete(self, index: int | None = None) -> None:
+        key = self._key(index)
+        self._write(key, None)
+        self.order.remove(key)
+        self.selected = None
+
+    # -- undo / redo ----------------------------------------------------------------------------
+    def undo(self) -> bool:
+        return self._replay(self.undo_stack, self.redo_stack, use_before=True)
+
+    def redo(self) -> bool:
+        return self._replay(self.redo_stack, self.undo_stack, use_before=False)
+
+    # -- model ----------------------------------------------------------------------------------
+    def reload_predictor(self, checkpoint=None, device: str = "cpu", predictor=None) -> str:
+        """Hot-swap the shared model (for every tab); returns the new model version."""
+        if predictor is None:
+            from box2mask import build_predictor
+
+            predictor = build_predictor(checkpoint, device)
+        self.service.reload(predictor)
+        return self.service.model_version
+
+    # -- what the UI shows ----------------------------------------------------------------------
+    def labels_shown(self) -> list[Label]:
+        return [self.slots[k].label for k in self.order]
+
+    def annotator_boxes(self) -> list[dict]:
+        """Boxes in gradio-image-annotation's format (absolute integer pixels)."""
+        out = []
+        for k in self.order:
+            x0, y0, x1, y1, name = self.slots[k].shown
+            color = CLASS_COLORS[self._class_index(name) % len(CLASS_COLORS)]
+            out.append(dict(xmin=x0, ymin=y0, xmax=x1, ymax=y1, label=name, color=color))
+        return out
+
+    def overlay(self) -> np.ndarray:
+        """The image with every mask tinted in its class colour, the selected one outlined."""
+        masks = [self.slots[k].mask for k in self.order]
+        colors = [
+            CLASS_COLORS[self._class_index(x[4]) % len(CLASS_COLORS)]
+            for x in (self.slots[k].shown for k in self.order)
+        ]
+        return render_overlay(self.image, masks, colors, selected=self.selected)
+
+    def selected_crop(self, min_side: int = 320) -> tuple[np.ndarray, float, float, float] | None:
+        """(zoomed view of the selected box, scale, x0, y0): a click at (u, v) is image pixel
+        (x0 + u / scale, y0 + v / scale). None when nothing is selected."""
+        if self.selected is None:
+            return None
+        slot = self.slots[self.order[self.selected]]
+        return crop_view(self.image, slot.mask, slot.label.box_xyxy, min_side=min_side)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _key(self, index: int | None) -> int:
+        index = self.selected if index is None else index
+        if index is None or not 0 <= index < len(self.order):
+            raise IndexError("select a label first (click it in the list)")
+        self.selected = index
+        return self.order[index]
+
+    def _class_index(self, name: str) -> int:
+        return self.classes.index(name) if name in self.classes else len(self.classes)
+
+    def _box_tuple(self, box: dict) -> tuple:
+        h, w = self.image.shape[:2]
+        try:
+            x0, y0, x1, y1 = validate_box(
+                [box["xmin"], box["ymin"], box["xmax"], box["ymax"]], w, h
+            )
+        except BoxError as err:
+            raise ValueError(f"box {box}: {err}") from None
+        name = box.get("label") or self.classes[0]
+        return (int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)), name)
+
+    def _load_labels(self) -> None:
+        """(Re)read the open image's labels from the store; masks decoded once here."""
+        self.slots, self.order, self.selected = {}, [], None
+        for key, label in enumerate(self.store.labels(self.image_key)):
+            x0, y0, x1, y1 = label.box_xyxy
+            shown = (
+                int(round(x0)),
+                int(round(y0)),
+                int(round(x1)),
+                int(round(y1)),
+                label.class_name,
+            )
+            mask = decode_rle(label.mask_rle) if label.mask_rle is not None else None
+            self.slots[key] = Slot(label=label, mask=mask, shown=shown)
+            self.order.append(key)
+
+    def _predict(self, keys: list[int]) -> None:
+        """Decode the boxes of these slots (grouped by smoothing level) and save the masks."""
+        for level in sorted({self.slots[k].smoothing for k in keys}):
+            group = [k for k in keys if self.slots[k].smoothing == level]
+            boxes = np.array([self.slots[k].shown[:4] for k in group], dtype=np.float64)
+            masks, scores = self.service.predict(
+                self.image_key, self.image, boxes, smoothing=SMOOTHING_LEVELS[level]
+            )
+            for k, mask, score in zip(group, masks, scores, strict=True):
+                x0, y0, x1, y1, name = self.slots[k].shown
+                label = Label(
+                    image=self.image_key,
+                    box_xyxy=[float(x0), float(y0), float(x1), float(y1)],
+                    class_name=name,
+                    mask_rle=encode_rle(mask),
+                    source="model",
+                    model_version=self.service.model_version,
+                    verified=False,
+                    score=float(score),
+                )
+                self._write(k, label, mask=mask)
+
+    def _write(self, key: int, target: Label | None, mask=None, record: bool = True) -> None:
+        """Make the store hold `target` for this slot (add / update / delete) and remember it."""
+        slot = self.slots[key]
+        current = slot.label
+        try:
+            if current is None and target is None:
+                return
+            if current is None:
+                saved = self.store.add(replace(target, image=self.image_key, id=None, revision=0))
+            elif target is None:
+                self.store.delete(current.id, current.revision)
+                saved = None
+            else:
+                saved = self.store.update(replace(target, id=current.id, revision=current.revision))
+        except (StaleWriteError, KeyError):
+            self._load_labels()  # show what the store holds now
+            raise
+        if record:
+            self.undo_stack.append(Change(key, before=current, after=saved))
+            self.redo_stack.clear()
+        slot.label = saved
+        if saved is not None:
+            slot.mask = (
+                mask
+                if mask is not None
+                else (decode_rle(saved.mask_rle) if saved.mask_rle is not None else None)
+            )
+            x0, y0, x1, y1 = saved.box_xyxy
+            slot.shown = (
+                int(round(x0)),
+                int(round(y0)),
+                int(round(x1)),
+                int(round(y1)),
+                saved.class_name,
+            )
+
+    def _replay(self, source: list[Change], target: list[Change], use_before: bool) -> bool:
+        """Undo (use_before) or redo one change as a new store write; False when nothing to do."""
+        if not source:
+            return False
+        change = source.pop()
+        try:
+            self._write(change.slot, change.before if use_before else change.after, record=False)
+        except (StaleWriteError, KeyError):
+            source.clear()  # the history no longer matches the store
+            target.clear()
+            raise
+        target.append(change)
+        alive = self.slots[change.slot].label is not None
+        if alive and change.slot not in self.order:
+            self.order.append(change.slot)
+        elif not alive and change.slot in self.order:
+            self.order.remove(change.slot)
+        self.selected = self.order.index(change.slot) if alive else None
+        return True

@@ -1,0 +1,213 @@
+"""AnnotationSession: boxes -> masks -> store, per-label actions, undo/redo, stale writes, safety."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotator.session import AnnotationSession, PredictorService, match_boxes
+from annotator.store import SQLiteStore, StaleWriteError
+from box2mask.default_segmenter import LevelSetConfig, LevelSetSegmenter
+from box2mask.rle import decode_rle
+
+H, W = 80, 100
+DISC_CX, DISC_CY, DISC_R = 40, 40, 16
+
+
+def _disc():
+    yy, xx = np.mgrid[:H, :W]
+    return (xx + 0.5 - DISC_CX) ** 2 + (yy + 0.5 - DISC_CY) ** 2 <= DISC_R**2
+
+
+def _iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+class CountingPredictor:
+    """The real level-set default (small grid for speed) that counts its calls."""
+
+    def __init__(self, version="levelset-test"):
+        self.inner = LevelSetSegmenter(LevelSetConfig(grid_size=64))
+        self.model_version = version
+        self.images_encoded = 0
+        self.boxes_decoded = 0
+
+    def set_image(self, image):
+        self.images_encoded += 1
+        self.inner.set_image(image)
+
+    def predict(self, boxes_xyxy, **options):
+        self.boxes_decoded += len(boxes_xyxy)
+        self.last_options = options
+        return self.inner.predict(boxes_xyxy, **options)
+
+
+@pytest.fixture
+def env(tmp_path):
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        img = rng.integers(20, 60, (H, W, 3)).astype(np.uint8)
+        img[_disc()] = (230, 40, 40)
+        Image.fromarray(img).save(images / name)
+    store = SQLiteStore(tmp_path / "labels.sqlite", images)
+    predictor = CountingPredictor()
+    service = PredictorService(predictor)
+    session = AnnotationSession(store, images, service, classes=["ball", "cup"])
+    session.open_image("a.png")
+    yield session, store, predictor
+    store.close()
+
+
+def _box(x0, y0, x1, y1, label="ball"):
+    return dict(xmin=x0, ymin=y0, xmax=x1, ymax=y1, label=label, color=(0, 0, 0))
+
+
+DISC_BOX = _box(22, 22, 58, 58)
+
+
+def test_match_boxes_pairs_identical_then_in_order():
+    a, b, c = (0, 0, 5, 5, "x"), (10, 10, 20, 20, "x"), (30, 30, 40, 40, "y")
+    assert match_boxes([a, b], [a, b, c]) == ([(0, 0), (1, 1)], [2], [])  # one drawn
+    assert match_boxes([a, b, c], [a, c]) == ([(0, 0), (2, 1)], [], [1])  # one deleted
+    moved = (11, 10, 20, 20, "x")
+    assert match_boxes([a, b], [a, moved]) == ([(0, 0), (1, 1)], [], [])  # one moved
+    assert match_boxes([a, b], [b, a]) == ([(1, 0), (0, 1)], [], [])  # reordered
+
+
+def test_drawing_a_box_saves_a_model_mask_and_shows_it(env):
+    session, store, predictor = env
+    assert predictor.images_encoded == 1  # on open
+    assert session.on_boxes_changed([DISC_BOX]) is True
+    assert session.on_boxes_changed([DISC_BOX]) is False  # the UI echoing our own value back
+    (label,) = store.labels("a.png")
+    assert (label.source, label.verified, label.revision) == ("model", False, 1)
+    assert label.model_version == "levelset-test" and label.class_name == "ball"
+    assert _iou(decode_rle(label.mask_rle), _disc()) > 0.75
+    overlay = session.overlay()
+    changed = (overlay != session.image).any(2)
+    assert changed[_disc()].mean() > 0.9 and changed[~_disc()].mean() < 0.05
+    session.on_boxes_changed([DISC_BOX, _box(70, 5, 95, 30, "cup")])
+    assert predictor.images_encoded == 1 and predictor.boxes_decoded == 2  # only the new box
+    assert store.image_status("a.png") == "in progress"
+    assert session.annotator_boxes()[1]["label"] == "cup"
+
+
+def test_move_relabel_delete(env):
+    session, store, predictor = env
+    session.on_boxes_changed([DISC_BOX])
+    session.on_boxes_changed([_box(20, 22, 58, 58)])  # resized: decoded again
+    (label,) = store.labels("a.png")
+    assert label.box_xyxy == [20.0, 22.0, 58.0, 58.0] and label.revision == 2
+    assert predictor.boxes_decoded == 2
+    session.on_boxes_changed([_box(20, 22, 58, 58, "cup")])  # relabelled: no model call
+    assert store.labels("a.png")[0].class_name == "cup" and predictor.boxes_decoded == 2
+    session.on_boxes_changed([])
+    assert store.labels("a.png") == [] and store.image_status("a.png") == "unlabeled"
+
+
+def test_accept_reject_brush_and_refine(env):
+    session, store, predictor = env
+    session.on_boxes_changed([DISC_BOX])
+    assert predictor.last_options == {"smoothing": None}  # the predictor's default
+    session.accept(0)
+    assert store.labels("a.png")[0].verified is True
+    session.brush(x=25, y=25, radius=3, erase=False)  # a corner of the box, outside the disc
+    label = store.labels("a.png")[0]
+    mask = decode_rle(label.mask_rle)
+    assert label.source == "human-corrected" and mask[24, 24] and mask.sum() > _disc().sum() * 0.7
+    session.brush(x=40, y=40, radius=4, erase=True)
+    assert not decode_rle(store.labels("a.png")[0].mask_rle)[39, 39]
+    session.brush(x=59, y=40, radius=6, erase=False)  # reaches past the box edge: clipped
+    assert not decode_rle(store.labels("a.png")[0].mask_rle)[:, 58:].any()
+    session.reject()
+    label = store.labels("a.png")[0]
+    assert label.mask_rle is None and label.source == "human" and not label.verified
+    session.brush(x=40, y=40, radius=5, erase=False)
+    assert store.labels("a.png")[0].source == "human"  # drawn by hand from nothing
+    session.refine(+1)  # re-run with more smoothing: a model mask again
+    assert predictor.last_options == {"smoothing": 2.0} and predictor.boxes_decoded == 2
+    label = store.labels("a.png")[0]
+    assert label.source == "model" and _iou(decode_rle(label.mask_rle), _disc()) > 0.6
+    session.refine(-3)  # clamped at the least smoothing
+    assert predictor.last_options == {"smoothing": 0.0}
+    view, scale, x0, y0 = session.selected_crop(min_side=200)
+    assert scale > 1 and x0 <= 22 and y0 <= 22 and max(view.shape[:2]) >= 199
+
+
+def test_undo_redo_replays_through_the_store(env):
+    session, store, _ = env
+    session.on_boxes_changed([DISC_BOX])
+    session.accept(0)
+    session.on_boxes_changed([_box(24, 22, 58, 58)])
+    snapshot = store.labels("a.png")[0]
+    assert session.undo() and session.undo()
+    assert store.labels("a.png")[0].verified is False
+    assert store.labels("a.png")[0].box_xyxy == [22.0, 22.0, 58.0, 58.0]
+    assert session.undo() and store.labels("a.png") == [] and session.order == []
+    assert session.undo() is False
+    assert session.redo() and not store.labels("a.png")[0].verified
+    assert session.redo() and store.labels("a.png")[0].verified
+    assert session.redo() and not session.redo()
+    (again,) = store.labels("a.png")
+    assert again.box_xyxy == snapshot.box_xyxy and again.mask_rle == snapshot.mask_rle
+    assert again.id != snapshot.id and again.revision == 3  # re-added, then two updates
+    session.delete(0)
+    assert store.labels("a.png") == []
+    session.undo()  # a deleted label comes back (as a new row)
+    assert store.labels("a.png")[0].box_xyxy == snapshot.box_xyxy and len(session.order) == 1
+
+
+def test_stale_write_from_a_second_tab_is_refused(env):
+    session, store, predictor = env
+    other = AnnotationSession(store, session.images_dir, session.service, classes=["ball"])
+    other.open_image("a.png")
+    session.on_boxes_changed([DISC_BOX])
+    other.open_image("a.png")  # both tabs now show revision 1
+    session.accept(0)  # revision 2
+    with pytest.raises(StaleWriteError, match="revision 2 but this edit was based on revision 1"):
+        other.reject(0)
+    assert store.labels("a.png")[0].verified is True  # not overwritten
+    assert other.labels_shown()[0].verified is True  # the refused tab now shows the store's version
+    other.reject(0)  # and can edit from there
+    assert store.labels("a.png")[0].mask_rle is None
+
+
+def test_navigation_filters_and_progress(env):
+    session, store, _ = env
+    assert session.image_list() == ["a.png", "b.png", "c.png"]
+    session.on_boxes_changed([DISC_BOX])
+    session.set_done(True)
+    assert session.progress() == (1, 3)
+    assert session.image_list("done") == ["a.png"] and session.image_list("unlabeled") == [
+        "b.png",
+        "c.png",
+    ]
+    assert session.step_image(+1) == "b.png" and session.step_image(+1, "unlabeled") == "c.png"
+    assert (
+        session.step_image(-1, "done") == "a.png" and session.labels_shown()[0].class_name == "ball"
+    )
+    with pytest.raises(ValueError, match="filter must be one of"):
+        session.image_list("finished")
+
+
+def test_no_file_outside_the_images_folder(env, tmp_path):
+    session, _, _ = env
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "secret.png")
+    with pytest.raises(PermissionError, match="outside the images folder"):
+        session.open_image("../secret.png")
+    (session.images_dir / "link.png").symlink_to(tmp_path / "secret.png")
+    with pytest.raises(PermissionError, match="outside the images folder"):
+        session.open_image("link.png")
+    with pytest.raises(PermissionError):
+        session.open_image(str(tmp_path / "secret.png"))
+
+
+def test_reload_predictor_hot_swaps_the_model(env):
+    session, store, first = env
+    session.on_boxes_changed([DISC_BOX])
+    second = CountingPredictor(version="promoted-2")
+    assert session.reload_predictor(predictor=second) == "promoted-2"
+    session.on_boxes_changed([DISC_BOX, _box(60, 5, 95, 30)])
+    assert second.images_encoded == 1 and second.boxes_decoded == 1
+    assert [x.model_version for x in store.labels("a.png")] == ["levelset-test", "promoted-2"]
