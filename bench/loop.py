@@ -1,0 +1,192 @@
+"""The learning loop on a real dataset: three simulated labelling rounds, retrain after each.
+
+    .venv/bin/python bench/loop.py --data ../shared/data/balloon --iterations 300
+
+Simulation: every train-split image is in a SQLite label store with its GT boxes and the current
+model's proposed masks (source "model", unverified). In round r a person "corrects" another third of
+the train images: their masks become the GT masks (source "human-corrected", verified). After each
+round `box2mask retrain` runs (fine-tuning the promoted model), and the promoted model is evaluated
+on the val split with GT boxes as prompts. Two variants: box supervision only, and mixed
+supervision (corrected masks also used as mask targets). Prints one table: box-prompt mIoU /
+boundary F per round and variant, with the filled box, GrabCut on a crop and the embedded default
+on the same val split as baselines.
+"""
+
+import argparse
+import importlib.util
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench_quality():
+    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fill_store(store, data_dir: Path, predictor):
+    """Every train image with its GT boxes and `predictor`'s proposed masks; returns image keys."""
+    from annotator.store import Label
+    from box2mask.image_io import load_image
+    from box2mask.rle import encode_rle
+
+    coco = json.loads((data_dir / "annotations.json").read_text())
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    anns = {}
+    for ann in coco["annotations"]:
+        anns.setdefault(ann["image_id"], []).append(ann)
+    keys = []
+    for im in sorted(coco["images"], key=lambda im: im["id"]):
+        if im.get("split") != "train" or im["id"] not in anns:
+            continue
+        image = load_image(data_dir / "images" / im["file_name"])
+        boxes = np.array(
+            [
+                [
+                    a["bbox"][0],
+                    a["bbox"][1],
+                    a["bbox"][0] + a["bbox"][2],
+                    a["bbox"][1] + a["bbox"][3],
+                ]
+                for a in anns[im["id"]]
+            ]
+        )
+        predictor.set_image(image)
+        masks, scores = predictor.predict(boxes)
+        for ann, box, mask, score in zip(anns[im["id"]], boxes, masks, scores, strict=True):
+            store.add(
+                Label(
+                    image=im["file_name"],
+                    box_xyxy=[float(v) for v in box],
+                    class_name=names[ann["category_id"]],
+                    mask_rle=encode_rle(mask),
+                    source="model",
+                    model_version=predictor.model_version,
+                    verified=False,
+                    score=float(score),
+                )
+            )
+        keys.append(im["file_name"])
+    return keys, {im["file_name"]: anns[im["id"]] for im in coco["images"] if im["id"] in anns}
+
+
+def _correct(store, key: str, gt_anns: list[dict]):
+    """A person replaces the proposals on `key` by the GT masks and verifies them."""
+    from dataclasses import replace
+
+    labels = store.labels(key)
+    for label, ann in zip(labels, gt_anns, strict=True):
+        store.update(
+            replace(label, mask_rle=ann["segmentation"], source="human-corrected", verified=True)
+        )
+    store.set_image_done(key, True)
+
+
+def run_variant(name: str, args, quality, tmp: Path) -> list[dict]:
+    from annotator.store import SQLiteStore
+    from box2mask import build_predictor
+    from train.registry import ModelRegistry
+    from train.retrain_cmd import retrain
+
+    images = args.data / "images"
+    store = SQLiteStore(tmp / f"{name}.sqlite", images)
+    registry = ModelRegistry(tmp / f"{name}-models")
+    keys, gt = _fill_store(store, args.data, build_predictor(None))
+    rows = []
+    thirds = np.array_split(np.arange(len(keys)), 3)
+    for rnd, idx in enumerate(thirds, start=1):
+        for i in idx:
+            _correct(store, keys[i], gt[keys[i]])
+        started = time.perf_counter()
+        result = retrain(
+            store=store,
+            images_dir=images,
+            registry=registry,
+            config_path=args.config,
+            overrides={
+                "iterations": args.iterations,
+                "levelset_warmup_steps": min(100, args.iterations // 3),
+            },
+            init_from="promoted",
+            mask_supervision=(name == "mixed"),
+            margin=0.0,
+            eval_fraction=args.eval_fraction,
+            work_dir=tmp / f"{name}-round{rnd}",
+            progress=False,
+        )
+        promoted = registry.promoted()
+        predictor = (
+            build_predictor(registry.checkpoint_path(promoted.version))
+            if promoted
+            else build_predictor(None)
+        )
+        val = quality.evaluate_predictor(predictor, args.data, split="val", progress=False)
+        rows.append(
+            {
+                "variant": name,
+                "round": rnd,
+                "verified_images": int(sum(len(t) for t in thirds[:rnd])),
+                "promoted": result["promoted"],
+                "val_miou": val["miou"],
+                "val_boundary_f": val["boundary_f"],
+                "minutes": (time.perf_counter() - started) / 60,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    store.close()
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "balloon")
+    parser.add_argument("--config", default=str(REPO / "configs" / "tiny_cpu.yaml"))
+    parser.add_argument("--iterations", type=int, default=300, help="training steps per round")
+    parser.add_argument("--eval-fraction", type=float, default=0.2)
+    parser.add_argument("--variants", default="box,mixed")
+    args = parser.parse_args(argv)
+    quality = _bench_quality()
+    baselines = quality.evaluate_predictors(
+        {"filled box": quality.FilledBox(), "GrabCut (crop)": quality.GrabCut(crop=True)},
+        args.data,
+        split="val",
+        progress=False,
+    )
+    from box2mask import build_predictor
+
+    baselines["embedded default"] = quality.evaluate_predictor(
+        build_predictor(None), args.data, split="val", progress=False
+    )
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="box2mask-loop-") as tmp:
+        for name in args.variants.split(","):
+            rows += run_variant(name, args, quality, Path(tmp))
+    print(
+        f"\nLearning loop on {args.data.name} (val split, GT boxes as prompts), {args.iterations} steps per round"
+    )
+    print(f"| {'variant':<22} | round | verified imgs | promoted | mIoU  | boundary F | minutes |")
+    print(f"|{'-' * 24}|-------|---------------|----------|-------|------------|---------|")
+    for name, row in baselines.items():
+        print(
+            f"| {name:<22} |   -   |       -       |    -     | {row['miou']:.3f} |   {row['boundary_f']:.3f}    |    -    |"
+        )
+    for r in rows:
+        print(
+            f"| {r['variant']:<22} |   {r['round']}   | {r['verified_images']:>13} | {str(r['promoted']):<8} | "
+            f"{r['val_miou']:.3f} |   {r['val_boundary_f']:.3f}    | {r['minutes']:7.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
