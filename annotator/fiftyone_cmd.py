@@ -1,0 +1,168 @@
+"""`box2mask fiftyone ...`: segment, review, evaluate and move labels in FiftyOne datasets.
+
+    box2mask fiftyone apply    --dataset NAME --boxes ground_truth --out box2mask [--checkpoint CKPT]
+    box2mask fiftyone evaluate --dataset NAME --pred box2mask --gt ground_truth
+    box2mask fiftyone app      --dataset NAME
+    box2mask fiftyone import   --dataset NAME --field box2mask (--sqlite DB | --coco JSON) --images DIR
+    box2mask fiftyone export   --dataset NAME --field box2mask (--sqlite DB | --coco JSON) --images DIR
+
+FiftyOne is imported only when a subcommand runs (importing it takes seconds).
+"""
+
+import argparse
+import sys
+
+HELP = {
+    "apply": "masks for every box of a Detections field, into a new field (resumable)",
+    "evaluate": "mask evaluation against ground-truth masks, with a per-sample IoU field",
+    "app": "open the FiftyOne App on a dataset to review (tag labels verified / needs_fix)",
+    "import": "labels from a SQLite label store or a COCO file into a dataset field",
+    "export": "labels of a dataset field to a SQLite label store or a COCO file",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="fiftyone_command", metavar="ACTION", required=True)
+    for name, text in HELP.items():
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--dataset", required=True, help="FiftyOne dataset name")
+        if name == "apply":
+            p.add_argument("--boxes", required=True, help="Detections field with the box prompts")
+            p.add_argument("--out", required=True, help="new Detections field for the masks")
+            p.add_argument("--checkpoint", default=None, help="trained model (default: embedded)")
+            p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+        elif name == "evaluate":
+            p.add_argument("--pred", required=True, help="Detections field with predicted masks")
+            p.add_argument("--gt", required=True, help="Detections field with ground-truth masks")
+            p.add_argument("--eval-key", default="eval_box2mask", help="prefix of result fields")
+        elif name == "app":
+            p.add_argument("--port", type=int, default=5151, help="App port (default: 5151)")
+            p.add_argument("--address", default="127.0.0.1", help="address to serve on")
+        else:
+            p.add_argument("--field", default="box2mask", help="Detections field of the labels")
+            src = p.add_mutually_exclusive_group(required=True)
+            src.add_argument("--sqlite", help="SQLite label store file (box2mask annotate's)")
+            src.add_argument("--coco", help="COCO instances JSON file (RLE masks)")
+            p.add_argument(
+                "--images",
+                required=True,
+                help="images folder: SQLite/COCO image keys are file paths relative to it",
+            )
+            p.add_argument(
+                "--replace",
+                action="store_true",
+                help="replace the destination's labels of each copied image (default: images "
+                "that already have labels there are left unchanged)",
+            )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.fiftyone_command == "apply":
+            return _apply(args)
+        if args.fiftyone_command == "evaluate":
+            return _evaluate(args)
+        if args.fiftyone_command == "app":
+            return _app(args)
+        return _transfer(args)
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        print(f"box2mask fiftyone {args.fiftyone_command}: {err}", file=sys.stderr)
+        return 2
+
+
+def _load(name: str):
+    import fiftyone as fo
+
+    if not fo.dataset_exists(name):
+        raise KeyError(f"no FiftyOne dataset named {name!r}; existing: {fo.list_datasets()}")
+    return fo.load_dataset(name)
+
+
+def _apply(args) -> int:
+    from annotator.fiftyone_apply import apply_masks
+    from annotator.fiftyone_model import Box2MaskFiftyOneModel
+
+    dataset = _load(args.dataset)
+    model = Box2MaskFiftyOneModel(checkpoint=args.checkpoint, device=args.device)
+    result = apply_masks(dataset, model, boxes_field=args.boxes, out_field=args.out)
+    print(
+        f"{args.out}: {result.done} samples segmented now, {result.skipped} already done, "
+        f"{len(result.failed)} failed (model {model.model_version})"
+    )
+    for path in result.failed[:10]:
+        print(f"  failed: {path} (rerun to retry)", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def _evaluate(args) -> int:
+    from annotator.fiftyone_apply import evaluate_masks
+
+    dataset = _load(args.dataset)
+    summary = evaluate_masks(dataset, pred_field=args.pred, gt_field=args.gt, key=args.eval_key)
+    print(
+        f"mask mAP {summary['map']:.4f}, mean mask IoU {summary['mean_iou']:.4f} over "
+        f"{summary['pairs']} prompt/ground-truth pairs"
+    )
+    print(
+        f"worst samples first: dataset.sort_by('{args.eval_key}_mean_iou') "
+        f"(or sort by that field in the App: box2mask fiftyone app --dataset {args.dataset})"
+    )
+    return 0
+
+
+def _app(args) -> int:
+    import fiftyone as fo
+
+    dataset = _load(args.dataset)
+    session = fo.launch_app(dataset, port=args.port, address=args.address, remote=True)
+    print(
+        f"FiftyOne App on http://{args.address}:{args.port} - tag labels 'verified' or "
+        "'needs_fix'; Ctrl+C to stop"
+    )
+    session.wait()
+    return 0
+
+
+def _transfer(args) -> int:
+    from annotator.fiftyone_transfer import coco_to_store, copy_labels, store_to_coco
+
+    importing = args.fiftyone_command == "import"
+    fo_store = _fiftyone_store(args.dataset, args.field, create=importing)
+    if args.sqlite:
+        from annotator.store import SQLiteStore
+
+        sqlite = SQLiteStore(args.sqlite, args.images)
+        try:
+            if importing:
+                src, dst = sqlite, fo_store
+            else:
+                src, dst = fo_store, sqlite
+            n = copy_labels(
+                src,
+                dst,
+                images_dir=args.images,
+                to_fiftyone=importing,
+                replace_existing=args.replace,
+            )
+        finally:
+            sqlite.close()
+    elif importing:
+        n = coco_to_store(args.coco, fo_store, images_dir=args.images)
+    else:
+        n = store_to_coco(fo_store, args.coco, images_dir=args.images)
+    where = args.sqlite or args.coco
+    verb = f"imported from {where} into" if importing else f"exported to {where} from"
+    print(f"{n} labels {verb} {args.dataset}:{args.field}")
+    return 0
+
+
+def _fiftyone_store(name: str, field: str, create: bool):
+    import fiftyone as fo
+
+    from annotator.fiftyone_store import FiftyOneStore
+
+    if create and not fo.dataset_exists(name):
+        dataset = fo.Dataset(name, persistent=True)
+    else:
+        dataset = _load(name)
+    return FiftyOneStore(dataset, label_field=field)
