@@ -1,0 +1,88 @@
+import numpy as np
+import torch
+from PIL import Image
+
+from annotator.model_watch import RegistryWatcher
+from annotator.session import AnnotationSession, PredictorService
+from annotator.store import SQLiteStore
+from box2mask import build_predictor
+from box2mask.checkpoint import save_checkpoint
+from box2mask.config import ModelConfig
+from box2mask.model import build_model
+from train.registry import ModelRegistry
+
+TINY = dict(
+    backbone="resnet18",
+    num_classes=1,
+    num_queries=4,
+    hidden_dim=32,
+    mask_dim=32,
+    nheads=2,
+    dec_layers=2,
+    dim_feedforward=64,
+)
+
+
+def _tiny_checkpoint(path, version):
+    torch.manual_seed(0)
+    cfg = ModelConfig(**TINY)
+    save_checkpoint(
+        path,
+        model=build_model(cfg),
+        model_config=cfg,
+        class_names=["obj"],
+        config={},
+        model_version=version,
+    )
+    return path
+
+
+def test_running_annotator_switches_to_a_promoted_model(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)).save(images / "a.png")
+    store = SQLiteStore(tmp_path / "labels.sqlite", images)
+    session = AnnotationSession(
+        store=store,
+        images_dir=images,
+        service=PredictorService(build_predictor(None)),
+        classes=["obj"],
+    )
+    session.open_image("a.png")
+    default_version = session.service.model_version
+    registry = ModelRegistry(tmp_path / "models")
+    watcher = RegistryWatcher(
+        registry.root, on_promote=lambda path, version: session.reload_predictor(checkpoint=path)
+    )
+    assert not watcher.check()  # nothing promoted yet
+    session.on_boxes_changed([{"xmin": 5, "ymin": 5, "xmax": 40, "ymax": 30, "label": "obj"}])
+    assert [lb.model_version for lb in store.labels("a.png")] == [default_version]
+
+    info = registry.add_version(
+        checkpoint=_tiny_checkpoint(tmp_path / "c.pt", "tiny-round1"),
+        metrics={"miou": 0.5},
+        data_snapshot="s",
+    )
+    registry.promote(info.version)
+    assert watcher.check()  # picked up without a restart
+    assert session.service.model_version == "tiny-round1"
+    assert not watcher.check()  # once
+    session.on_boxes_changed(
+        [
+            {"xmin": 5, "ymin": 5, "xmax": 40, "ymax": 30, "label": "obj"},
+            {"xmin": 50, "ymin": 10, "xmax": 90, "ymax": 60, "label": "obj"},
+        ]
+    )
+    versions = sorted(lb.model_version for lb in store.labels("a.png"))
+    assert versions == sorted(
+        [default_version, "tiny-round1"]
+    )  # new proposals record the new model
+
+    # a promoted file that cannot be loaded keeps the old model serving and reports why
+    bad = registry.add_version(checkpoint=tmp_path / "labels.sqlite", metrics={}, data_snapshot="s")
+    registry.promote(bad.version)
+    assert not watcher.check()
+    assert "could not load promoted model" in watcher.last_error
+    assert session.service.model_version == "tiny-round1"
+    store.close()
