@@ -1,0 +1,226 @@
+"""Labels out of and into a LabelStore: COCO instances JSON (RLE masks), YOLO segmentation, COCO import.
+
+Works on any LabelStore (SQLite or FiftyOne). Files are written to a temporary name and renamed,
+so a failure halfway never leaves a truncated export.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from annotator.store import Label, LabelStore
+from box2mask.box_ops import xywh_to_xyxy, xyxy_to_xywh
+from box2mask.rle import decode_rle, encode_rle, rle_area
+
+__all__ = ["export_coco", "export_yolo", "import_coco", "mask_to_yolo_polygon"]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _image_size(images_dir, image: str, labels: list[Label]) -> tuple[int, int]:
+    """(height, width) of an image: from a stored mask if any, else the file's header (EXIF-aware)."""
+    for label in labels:
+        if label.mask_rle is not None:
+            h, w = label.mask_rle["size"]
+            return int(h), int(w)
+    path = Path(images_dir or ".") / image
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees on load
+                w, h = h, w
+    except OSError as err:
+        raise RuntimeError(f"{path}: cannot read the image size for the export ({err})") from None
+    return h, w
+
+
+def _class_names(store: LabelStore, images: list[str], classes) -> list[str]:
+    """The given classes first (in order), then any other stored class name, sorted."""
+    names = list(classes or [])
+    seen = {x.class_name for image in images for x in store.labels(image)}
+    return names + sorted(seen - set(names))
+
+
+def export_coco(
+    store: LabelStore, out_path, images_dir=None, classes=None, verified_only: bool = False
+) -> dict:
+    """Write a COCO instances file: every label as an annotation with bbox, RLE segmentation.
+
+    Labels without a mask get a bbox and no `segmentation`. Each annotation keeps its store
+    metadata under "box2mask" (source, model_version, verified, revision, label_id). Returns the
+    COCO dict.
+    """
+    images = store.list_images()
+    names = _class_names(store, images, classes)
+    coco = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)],
+    }
+    for image_id, image in enumerate(images, start=1):
+        labels = [x for x in store.labels(image) if x.verified or not verified_only]
+        height, width = _image_size(images_dir, image, labels)
+        coco["images"].append(
+            {"id": image_id, "file_name": image, "width": width, "height": height}
+        )
+        for label in labels:
+            bbox = [float(v) for v in xyxy_to_xywh(label.box_xyxy)]
+            ann = {
+                "id": len(coco["annotations"]) + 1,
+                "image_id": image_id,
+                "category_id": names.index(label.class_name) + 1,
+                "bbox": bbox,
+                "area": float(bbox[2] * bbox[3]),
+                "iscrowd": 0,
+            }
+            if label.mask_rle is not None:
+                ann["segmentation"] = label.mask_rle
+                ann["area"] = float(rle_area(label.mask_rle))
+            if label.score is not None:
+                ann["score"] = float(label.score)
+            ann["box2mask"] = {
+                "source": label.source,
+                "model_version": label.model_version,
+                "verified": label.verified,
+                "revision": label.revision,
+                "label_id": label.id,
+            }
+            coco["annotations"].append(ann)
+    _atomic_write(Path(out_path), json.dumps(coco))
+    return coco
+
+
+def mask_to_yolo_polygon(mask: np.ndarray) -> np.ndarray:
+    """(H, W) bool mask -> one closed polygon (P, 2) of XY pixel coordinates.
+
+    YOLO segmentation has one polygon per object, so separate parts are joined by zero-width
+    bridges between their nearest points (holes cannot be represented). Empty mask -> (0, 2).
+    """
+    contours, _ = cv2.findContours(
+        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    parts = [c.reshape(-1, 2).astype(np.float64) for c in contours if len(c) >= 3]
+    if not parts:
+        return np.zeros((0, 2))
+    parts.sort(key=lambda p: -cv2.contourArea(p.astype(np.float32)))
+    path = parts[0]
+    for part in parts[1:]:
+        d = ((path[:, None, :] - part[None, :, :]) ** 2).sum(-1)  # (len(path), len(part))
+        i, j = np.unravel_index(np.argmin(d), d.shape)
+        loop = np.roll(part, -j, axis=0)
+        bridge = np.concatenate([loop, loop[:1], path[i : i + 1]])  # in, around, and back out
+        path = np.concatenate([path[: i + 1], bridge, path[i + 1 :]])
+    return path
+
+
+def export_yolo(
+    store: LabelStore, out_dir, images_dir=None, classes=None, verified_only: bool = False
+) -> dict:
+    """Write YOLO segmentation labels: `labels/<image path>.txt`, `classes.txt`, `data.yaml`.
+
+    Each line is `class_index x1 y1 x2 y2 ...` with coordinates divided by the image width and
+    height. Labels without a mask are skipped (counted in the returned stats).
+    """
+    out_dir = Path(out_dir)
+    images = store.list_images()
+    names = _class_names(store, images, classes)
+    stats = {"images": 0, "objects": 0, "skipped_no_mask": 0}
+    for image in images:
+        labels = [x for x in store.labels(image) if x.verified or not verified_only]
+        lines = []
+        for label in labels:
+            if label.mask_rle is None:
+                stats["skipped_no_mask"] += 1
+                continue
+            mask = decode_rle(label.mask_rle)
+            h, w = mask.shape
+            poly = mask_to_yolo_polygon(mask) / np.array([w, h], dtype=np.float64)
+            if len(poly) < 3:
+                stats["skipped_no_mask"] += 1
+                continue
+            coords = " ".join(f"{v:.6f}" for v in poly.reshape(-1))
+            lines.append(f"{names.index(label.class_name)} {coords}")
+        _atomic_write(
+            (out_dir / "labels" / image).with_suffix(".txt"), "".join(f"{x}\n" for x in lines)
+        )
+        stats["images"] += 1
+        stats["objects"] += len(lines)
+    _atomic_write(out_dir / "classes.txt", "".join(f"{n}\n" for n in names))
+    yaml_names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(names))
+    _atomic_write(
+        out_dir / "data.yaml", f"path: {json.dumps(str(out_dir.resolve()))}\nnames:\n{yaml_names}"
+    )
+    return stats
+
+
+def _segmentation_to_rle(segmentation, height: int, width: int) -> dict:
+    """COCO segmentation (RLE dict, or polygon list) -> compressed RLE with str counts."""
+    if isinstance(segmentation, dict):
+        return encode_rle(decode_rle(segmentation))
+    rles = mask_utils.frPyObjects(segmentation, height, width)
+    return encode_rle(mask_utils.decode(mask_utils.merge(rles)).astype(bool))
+
+
+def import_coco(store: LabelStore, coco_path, default_source: str = "human") -> dict:
+    """Add every annotation of a COCO file to the store (boxes, and masks where present).
+
+    Images match a store image by `file_name` (or else by its base name when that is unique).
+    Metadata written by `export_coco` ("box2mask" field) is restored; otherwise labels get
+    `default_source` and verified=False. Returns counts: added, and skipped (image not found).
+    """
+    with open(coco_path) as f:
+        coco = json.load(f)
+    for key in ("images", "annotations", "categories"):
+        if key not in coco:
+            raise ValueError(f"{coco_path}: not a COCO instances file (no '{key}' list)")
+    known = store.list_images()
+    by_name = {}
+    for key in known:
+        by_name.setdefault(Path(key).name, []).append(key)
+    images = {}
+    for img in coco["images"]:
+        name = img["file_name"]
+        match = name if name in known else None
+        if match is None and len(by_name.get(Path(name).name, [])) == 1:
+            match = by_name[Path(name).name][0]
+        images[img["id"]] = (match, img)
+    categories = {c["id"]: c["name"] for c in coco["categories"]}
+    stats = {"added": 0, "skipped": 0}
+    for ann in coco["annotations"]:
+        key, img = images.get(ann["image_id"], (None, None))
+        if key is None:
+            stats["skipped"] += 1
+            continue
+        meta = ann.get("box2mask", {})
+        seg = ann.get("segmentation")
+        rle = _segmentation_to_rle(seg, img["height"], img["width"]) if seg else None
+        store.add(
+            Label(
+                image=key,
+                box_xyxy=[float(v) for v in xywh_to_xyxy(ann["bbox"])],
+                class_name=categories[ann["category_id"]],
+                mask_rle=rle,
+                source=meta.get("source", default_source),
+                model_version=meta.get("model_version"),
+                verified=bool(meta.get("verified", False)),
+                score=ann.get("score"),
+            )
+        )
+        stats["added"] += 1
+    return stats
