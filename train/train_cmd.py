@@ -1,0 +1,320 @@
+"""`box2mask train`: train Box2Mask-T from boxes (COCO format), on one CPU/GPU or with torchrun.
+
+    box2mask train --config configs/tiny_cpu.yaml --data ../shared/data/balloon --out runs/tiny
+    box2mask train --out runs/tiny --resume                       # continue from runs/tiny/last.pt
+    torchrun --nproc_per_node=4 -m annotator.cli train --config configs/box2mask_r50_coco.yaml ...
+
+The run directory gets config.yaml (the resolved config), metrics.jsonl (one JSON line per
+`log_every` steps with every loss term by name, and one per evaluation) and last.pt (a
+self-describing checkpoint written atomically every `checkpoint_every` steps and at the end).
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["add_arguments", "run", "train"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", help="YAML file of config overrides (e.g. configs/tiny_cpu.yaml)"
+    )
+    parser.add_argument("--data", help="dataset folder: annotations.json + images/ (COCO, boxes)")
+    parser.add_argument("--split", help="train on images with this `split` field (default: train)")
+    parser.add_argument("--out", help="run directory (default: runs/box2mask)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.pt with its config and step count (--set still applies)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        metavar="KEY=VALUE",
+        default=[],
+        help="override config fields, e.g. --set iterations=500 model.num_queries=50",
+    )
+    parser.add_argument(
+        "--backbone-weights",
+        metavar="PATH|imagenet",
+        help="initialise the backbone from a local file, or torchvision's ImageNet download",
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+
+
+def _resolve_config(args):
+    """The run's TrainConfig and the checkpoint to resume from (or None)."""
+    from box2mask.checkpoint import load_checkpoint
+    from train.config import apply_overrides, config_from_flat, load_config, parse_set_args
+
+    overrides = parse_set_args(args.set)
+    if args.resume:
+        out_dir = Path(args.out or "runs/box2mask")
+        last = out_dir / "last.pt"
+        if not last.is_file():
+            raise SystemExit(f"--resume: {last} does not exist (nothing to resume)")
+        ckpt = load_checkpoint(last)
+        cfg = config_from_flat(ckpt["config"], source=str(last))
+        return apply_overrides(cfg, overrides, source="--set"), ckpt
+    cfg = load_config(args.config, overrides)
+    extra = {}
+    if args.data:
+        extra["data_dir"] = args.data
+    if args.split is not None:
+        extra["train_split"] = args.split
+    if args.out:
+        extra["out_dir"] = args.out
+    if args.backbone_weights:
+        extra["model.backbone_weights"] = args.backbone_weights
+    cfg = apply_overrides(cfg, extra, source="command line")
+    if not cfg.data_dir:
+        raise SystemExit("--data DIR is required (a folder with annotations.json and images/)")
+    return cfg, None
+
+
+def run(args) -> int:
+    from train.config import ConfigError
+    from train.dataset import DatasetError
+    from train.engine import NonFiniteLossError
+
+    try:
+        cfg, ckpt = _resolve_config(args)
+        train(cfg, resume_from=ckpt, device=args.device)
+    except (ConfigError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as err:
+        print(f"error: training stopped: {err}", file=sys.stderr)
+        print(
+            "the last good checkpoint (if any) is untouched; try --resume with a lower lr "
+            "or a longer levelset_warmup_steps",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _batches_of_epoch(dataset, cfg, dist_info, epoch: int) -> list[list[int]]:
+    """This process's index batches for `epoch` (DistributedSampler order; the last partial
+    batch is dropped so every step has the full effective batch)."""
+    from torch.utils.data import DistributedSampler
+
+    per_rank = cfg.batch_size // dist_info.world_size
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=dist_info.world_size,
+        rank=dist_info.rank,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    return [indices[i : i + per_rank] for i in range(0, len(indices) - per_rank + 1, per_rank)]
+
+
+def _prompt_seeds(cfg, step: int, image_ids: list[int]) -> list[int]:
+    import numpy as np
+
+    return [
+        int(np.random.SeedSequence((cfg.seed, step, i)).generate_state(1)[0]) for i in image_ids
+    ]
+
+
+def train(cfg, *, resume_from: dict | None = None, device: str | None = None, progress=True):
+    """Train with `cfg` (a TrainConfig) until cfg.iterations; returns the final step's stats."""
+    import dataclasses
+
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+    from tqdm import tqdm
+
+    from box2mask.checkpoint import save_checkpoint
+    from box2mask.losses import Box2MaskCriterion
+    from box2mask.model import build_model
+    from train.config import flatten_config, save_config
+    from train.dataset import CocoBoxDataset, collate_batch
+    from train.distributed import all_reduce_mean, cleanup, init_distributed
+    from train.engine import (
+        amp_dtype,
+        build_optimizer,
+        lr_factor,
+        sample_prompts_per_image,
+        train_one_step,
+    )
+    from train.evaluate import evaluate_model_box_prompts
+
+    dist_info = init_distributed(device)
+    if cfg.batch_size % dist_info.world_size:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes"
+        )
+    dataset = CocoBoxDataset(
+        cfg.data_dir,
+        split=cfg.train_split,
+        annotations=cfg.annotations,
+        image_dir=cfg.image_dir,
+        train=True,
+        image_size=cfg.image_size,
+        min_scale=cfg.min_scale,
+        max_scale=cfg.max_scale,
+        flip_prob=cfg.flip_prob,
+        min_box_size=cfg.min_box_size,
+        seed=cfg.seed,
+    )
+    steps_per_epoch = len(dataset) // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(dataset)} training images are fewer than batch_size {cfg.batch_size}"
+        )
+    if cfg.model.num_classes != len(dataset.class_names):
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, num_classes=len(dataset.class_names))
+        )
+    out_dir = Path(cfg.out_dir)
+    if dist_info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+
+    torch.manual_seed(cfg.seed)  # same initial weights in every process
+    build_cfg = cfg.model
+    if resume_from is not None:  # the weights come from the checkpoint: never re-download
+        build_cfg = dataclasses.replace(cfg.model, backbone_weights=None)
+    model = build_model(build_cfg).to(dist_info.device)
+    if dist_info.enabled and dist_info.device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    criterion = Box2MaskCriterion(
+        cfg.model.num_classes, cfg.loss, num_decoder_layers=cfg.model.dec_layers
+    ).to(dist_info.device)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg=cfg))
+    autocast_dtype = amp_dtype(cfg.amp, dist_info.device)
+    scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
+    step = 0
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model"])
+        extra = resume_from["extra"]
+        optimizer.load_state_dict(extra["optimizer"])
+        scheduler.load_state_dict(extra["scheduler"])
+        if scaler is not None and extra.get("scaler"):
+            scaler.load_state_dict(extra["scaler"])
+        step = int(extra["step"])
+    raw_model = model
+    if dist_info.enabled:
+        model = DistributedDataParallel(
+            model, device_ids=[dist_info.local_rank] if dist_info.device.type == "cuda" else None
+        )
+
+    def checkpoint():
+        if not dist_info.is_main:
+            return
+        save_checkpoint(
+            out_dir / "last.pt",
+            model=raw_model,
+            model_config=cfg.model,
+            class_names=dataset.class_names,
+            config=flatten_config(cfg),
+            model_version=f"{out_dir.name}-step{step}",
+            extra={
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "step": step,
+            },
+        )
+
+    def log(record: dict):
+        if dist_info.is_main:
+            with open(out_dir / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+
+    def evaluate():
+        if not cfg.val_split or not dist_info.is_main:
+            return None
+        row = evaluate_model_box_prompts(
+            raw_model,
+            cfg,
+            device=dist_info.device,
+            model_version=f"{out_dir.name}-step{step}",
+        )
+        log({"step": step, **{f"val_{k}": v for k, v in row.items()}})
+        return row
+
+    bar = tqdm(
+        total=cfg.iterations,
+        initial=step,
+        desc="train",
+        disable=not (progress and dist_info.is_main),
+        dynamic_ncols=True,
+    )
+    window, last_stats, started = [], {}, time.perf_counter()
+    model.train()
+    try:
+        while step < cfg.iterations:
+            epoch, offset = divmod(step, steps_per_epoch)
+            dataset.set_epoch(epoch)
+            loader = torch.utils.data.DataLoader(
+                dataset,
+                batch_sampler=_batches_of_epoch(dataset, cfg, dist_info, epoch)[offset:],
+                collate_fn=collate_batch,
+                num_workers=cfg.num_workers,
+            )
+            for batch in loader:
+                prompts, prompt_targets = sample_prompts_per_image(
+                    batch["targets"],
+                    batch["images"].shape[-2:],
+                    cfg=cfg,
+                    seeds=_prompt_seeds(cfg, step, batch["image_ids"]),
+                )
+                stats = train_one_step(
+                    model,
+                    criterion,
+                    batch,
+                    optimizer,
+                    scaler,
+                    step=step,
+                    device=dist_info.device,
+                    autocast_dtype=autocast_dtype,
+                    clip_grad_norm=cfg.clip_grad_norm,
+                    levelset_on=step >= cfg.levelset_warmup_steps,
+                    prompt_boxes=prompts,
+                    prompt_targets=prompt_targets,
+                )
+                scheduler.step()
+                step += 1
+                window.append(stats)
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", epoch=epoch)
+                if step % cfg.log_every == 0 or step == cfg.iterations:
+                    mean = {k: sum(s[k] for s in window) / len(window) for k in window[0]}
+                    mean = all_reduce_mean(mean, dist_info.device)
+                    elapsed = time.perf_counter() - started
+                    last_stats = mean
+                    log(
+                        {
+                            "step": step,
+                            "epoch": epoch,
+                            "lr": scheduler.get_last_lr()[0],
+                            "images_per_s": len(window) * cfg.batch_size / max(elapsed, 1e-9),
+                            **mean,
+                        }
+                    )
+                    window, started = [], time.perf_counter()
+                if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+                    checkpoint()
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.iterations:
+                    evaluate()
+                    model.train()
+                if step >= cfg.iterations:
+                    break
+        bar.close()
+        final = evaluate()
+        if final is not None and dist_info.is_main:
+            print(f"val box-prompt mIoU {final['miou']:.3f} (boundary F {final['boundary_f']:.3f})")
+        return last_stats
+    finally:
+        bar.close()
+        cleanup()
