@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from annotator.cli import main as cli_main
@@ -148,9 +149,7 @@ def test_malformed_json_writes_nothing_and_exits_2(tmp_path, capsys):
     assert not out.exists() and not (tmp_path / "out.json.partial").exists()
 
 
-@pytest.mark.skipif(
-    __import__("torch").cuda.is_available(), reason="checks the error when CUDA is absent"
-)
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error when CUDA is absent")
 def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
     boxes = make_dataset(tmp_path, n_images=1)
     code, err = run_cli(tmp_path, boxes, tmp_path / "out.json", capsys, "--device", "cuda")
@@ -168,14 +167,26 @@ def _env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
-def test_sigkill_mid_run_then_rerun_gives_identical_output(tmp_path):
-    boxes = make_dataset(tmp_path, n_images=16)
-    reference = tmp_path / "reference.json"
-    subprocess.run(_segment_cmd(tmp_path, boxes, reference), env=_env(), check=True, timeout=120)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A 12-image dataset and its output from one uninterrupted single-process run."""
+    folder = tmp_path_factory.mktemp("reference")
+    boxes = make_dataset(folder, n_images=12)
+    out = folder / "reference.json"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses below (OMP_NUM_THREADS=1)
+    try:
+        assert cli_main(_segment_cmd(folder, boxes, out)[3:]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return folder, boxes, out
 
-    out = tmp_path / "out.json"
-    part = tmp_path / "out.json.partial" / "parts" / "rank00000.jsonl"
-    proc = subprocess.Popen(_segment_cmd(tmp_path, boxes, out), env=_env(), stderr=subprocess.PIPE)
+
+def test_sigkill_mid_run_then_rerun_gives_identical_output(reference):
+    folder, boxes, reference_out = reference
+    out = folder / "killed.json"
+    part = folder / "killed.json.partial" / "parts" / "rank00000.jsonl"
+    proc = subprocess.Popen(_segment_cmd(folder, boxes, out), env=_env(), stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if part.exists() and part.read_bytes().count(b"\n") >= 3:
@@ -184,24 +195,23 @@ def test_sigkill_mid_run_then_rerun_gives_identical_output(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     lines_at_kill = part.read_bytes().count(b"\n")
-    assert not out.exists() and 3 <= lines_at_kill < 16  # killed mid-run
+    assert not out.exists() and 3 <= lines_at_kill < 12  # killed mid-run
 
     rerun = subprocess.run(
-        _segment_cmd(tmp_path, boxes, out), env=_env(), capture_output=True, text=True, timeout=120
+        _segment_cmd(folder, boxes, out), env=_env(), capture_output=True, text=True, timeout=120
     )
     assert rerun.returncode == 0, rerun.stderr
     assert f"{lines_at_kill} images already done" in rerun.stderr
-    assert out.read_bytes() == reference.read_bytes()
-    assert not (tmp_path / "out.json.partial").exists()
+    assert out.read_bytes() == reference_out.read_bytes()
+    assert not (folder / "killed.json.partial").exists()
 
 
-def test_torchrun_two_processes_equal_one_process(tmp_path):
-    boxes = make_dataset(tmp_path, n_images=6)
-    single, sharded = tmp_path / "single.json", tmp_path / "sharded.json"
-    subprocess.run(_segment_cmd(tmp_path, boxes, single), env=_env(), check=True, timeout=120)
+def test_torchrun_two_processes_equal_one_process(reference):
+    folder, boxes, reference_out = reference
+    sharded = folder / "sharded.json"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
     torchrun += ["--master-port", str(29500 + os.getpid() % 1000)]
-    cmd = torchrun + _segment_cmd(tmp_path, boxes, sharded)[1:]
+    cmd = torchrun + _segment_cmd(folder, boxes, sharded)[1:]
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert sharded.read_bytes() == single.read_bytes()
+    assert sharded.read_bytes() == reference_out.read_bytes()
