@@ -124,7 +124,7 @@ def _app(args) -> int:
 
 
 def _transfer(args) -> int:
-    from annotator.fiftyone_transfer import coco_to_store, copy_labels, store_to_coco
+    from annotator.fiftyone_transfer import coco_to_fiftyone, copy_labels, fiftyone_to_coco
 
     importing = args.fiftyone_command == "import"
     fo_store = _fiftyone_store(args.dataset, args.field, create=importing)
@@ -147,9 +147,11 @@ def _transfer(args) -> int:
         finally:
             sqlite.close()
     elif importing:
-        n = coco_to_store(args.coco, fo_store, images_dir=args.images)
+        n = coco_to_fiftyone(
+            args.coco, fo_store, images_dir=args.images, replace_existing=args.replace
+        )
     else:
-        n = store_to_coco(fo_store, args.coco, images_dir=args.images)
+        n = fiftyone_to_coco(fo_store, args.coco, images_dir=args.images)
     where = args.sqlite or args.coco
     verb = f"imported from {where} into" if importing else f"exported to {where} from"
     print(f"{n} labels {verb} {args.dataset}:{args.field}")

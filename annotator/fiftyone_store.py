@@ -140,6 +140,16 @@ class FiftyOneStore:
             dataset.add_sample_field(self.done_field, fo.BooleanField)
         self._lock = threading.Lock()
 
+    @property
+    def classes(self) -> list[str]:
+        """The field's class list (`dataset.classes[label_field]`), [] when unset."""
+        return list(self.dataset.classes.get(self.label_field, []))
+
+    @classes.setter
+    def classes(self, names: list[str]) -> None:
+        self.dataset.classes = {**self.dataset.classes, self.label_field: list(names)}
+        self.dataset.save()
+
     # -- images --------------------------------------------------------------------------------
     def list_images(self) -> list[str]:
         return sorted(self.dataset.values("filepath"))

@@ -1,19 +1,23 @@
 """Move labels between the SQLite store, COCO files and a FiftyOne dataset, losslessly.
 
 Everything goes through the LabelStore interface, so boxes, masks, classes, sources, scores,
-verified flags, model versions and done flags survive every hop. Only the image keys change: the
+verified flags and model versions survive every hop, and done flags between SQLite and FiftyOne
+(COCO has no place for them). COCO files are read and written by H5's `annotator/export.py` via a
+temporary SQLite store, so their `file_name`s stay relative to the images folder. Only the image keys change: the
 SQLite store and COCO files name images by their path relative to an images folder, FiftyOne by
 the sample's absolute filepath. (Revisions restart at 1 in the destination: they count edits in
 one store.)
 """
 
+import json
 import os
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["copy_labels", "coco_to_store", "store_to_coco"]
+__all__ = ["copy_labels", "coco_to_fiftyone", "fiftyone_to_coco"]
 
 
 def _fiftyone_key(dst, images_dir, key: str) -> str:
@@ -36,7 +40,9 @@ def _relative_key(images_dir, filepath: str) -> str:
     return path.relative_to(root).as_posix()
 
 
-def copy_labels(src, dst, *, images_dir, to_fiftyone: bool, replace_existing=False) -> int:
+def copy_labels(
+    src, dst, *, images_dir, to_fiftyone: bool, replace_existing=False, images=None
+) -> int:
     """Copy every image's labels and done flag from one LabelStore to another.
 
     Args:
@@ -45,11 +51,14 @@ def copy_labels(src, dst, *, images_dir, to_fiftyone: bool, replace_existing=Fal
         to_fiftyone: direction (decides how image keys are mapped).
         replace_existing: delete the destination's labels of an image before copying; otherwise
             images that already have labels in the destination are left alone and reported.
-    Returns the number of labels copied.
+        images: the source image keys to copy (default: all of `src.list_images()`).
+    Returns the number of labels copied. Every copied image is registered in `dst` (its done
+    flag is set), so images without labels travel too.
     """
     copied, kept = 0, []
     dst_images = set(dst.list_images())
-    for image in tqdm(src.list_images(), desc="copying labels", unit="image"):
+    images = src.list_images() if images is None else images
+    for image in tqdm(images, desc="copying labels", unit="image"):
         if to_fiftyone:
             key = _fiftyone_key(dst, images_dir, image)
         else:
@@ -63,8 +72,7 @@ def copy_labels(src, dst, *, images_dir, to_fiftyone: bool, replace_existing=Fal
         for label in src.labels(image):
             dst.add(replace(label, image=key, id=None, revision=0))
             copied += 1
-        if src.image_status(image) == "done":
-            dst.set_image_done(key, True)
+        dst.set_image_done(key, src.image_status(image) == "done")
     if kept:
         print(
             f"{len(kept)} images already had labels in the destination and were left unchanged "
@@ -73,34 +81,55 @@ def copy_labels(src, dst, *, images_dir, to_fiftyone: bool, replace_existing=Fal
     return copied
 
 
-def coco_to_store(coco_path, store, *, images_dir) -> int:
-    """Import a COCO file (H5's format, see annotator/export.py) into `store`."""
+def coco_to_fiftyone(coco_path, fo_store, *, images_dir, replace_existing=False) -> int:
+    """Import a COCO instances file (RLE or polygon masks) into a FiftyOneStore.
+
+    The file is read by `annotator.export.import_coco` (box2mask metadata such as verified flags
+    and model versions is restored) into a temporary SQLite store, then copied; the COCO
+    categories become the field's class list, in category id order. Returns labels copied.
+    """
     from annotator.export import import_coco
-
-    return _via_sqlite(store, images_dir, lambda tmp: import_coco(tmp, coco_path), to_fo=True)
-
-
-def store_to_coco(store, coco_path, *, images_dir) -> int:
-    """Export `store` to a COCO file (H5's format, see annotator/export.py)."""
-    from annotator.export import export_coco
-
-    return _via_sqlite(store, images_dir, lambda tmp: export_coco(tmp, coco_path), to_fo=False)
-
-
-def _via_sqlite(fo_store, images_dir, coco_step, to_fo: bool) -> int:
-    """Run a COCO import/export on a temporary SQLite copy (COCO keys are relative paths)."""
-    import tempfile
-
     from annotator.store import SQLiteStore
 
+    with open(coco_path) as f:
+        coco = json.load(f)
+    names = [c["name"] for c in sorted(coco.get("categories", []), key=lambda c: c["id"])]
+    file_names = {img["file_name"] for img in coco.get("images", [])}
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = SQLiteStore(os.path.join(tmp, "labels.sqlite"), images_dir)
         try:
-            if to_fo:
-                coco_step(sqlite)
-                return copy_labels(sqlite, fo_store, images_dir=images_dir, to_fiftyone=True)
-            copy_labels(fo_store, sqlite, images_dir=images_dir, to_fiftyone=False)
-            coco_step(sqlite)
-            return sum(len(sqlite.labels(k)) for k in sqlite.list_images())
+            stats = import_coco(sqlite, coco_path)
+            if stats["skipped"]:
+                print(f"{stats['skipped']} annotations skipped: their image is not in {images_dir}")
+            keys = [k for k in sqlite.list_images() if k in file_names or sqlite.labels(k)]
+            copied = copy_labels(
+                sqlite,
+                fo_store,
+                images_dir=images_dir,
+                to_fiftyone=True,
+                replace_existing=replace_existing,
+                images=keys,
+            )
         finally:
             sqlite.close()
+    fo_store.classes = names + sorted(set(fo_store.classes) - set(names))
+    return copied
+
+
+def fiftyone_to_coco(fo_store, coco_path, *, images_dir) -> int:
+    """Export a FiftyOneStore to a COCO instances file (`annotator.export.export_coco` format).
+
+    Image `file_name`s are relative to `images_dir`; the field's class list (if any) fixes the
+    category order. Returns the number of labels written.
+    """
+    from annotator.export import export_coco
+    from annotator.store import SQLiteStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sqlite = SQLiteStore(os.path.join(tmp, "labels.sqlite"), None)
+        try:
+            copy_labels(fo_store, sqlite, images_dir=images_dir, to_fiftyone=False)
+            coco = export_coco(sqlite, coco_path, images_dir=images_dir, classes=fo_store.classes)
+        finally:
+            sqlite.close()
+    return len(coco["annotations"])

@@ -239,7 +239,7 @@ def test_evaluate_writes_per_sample_iou_that_matches_fiftyone(env, applied):
     assert worst.reload() is None and worst.ev_mean_iou == pytest.approx(0.0)
 
 
-def test_sqlite_fiftyone_round_trip_is_lossless(env, tmp_path):
+def test_sqlite_fiftyone_coco_round_trips_are_lossless(env, tmp_path):
     from annotator.fiftyone_store import FiftyOneStore
     from annotator.fiftyone_transfer import copy_labels
 
@@ -272,6 +272,20 @@ def test_sqlite_fiftyone_round_trip_is_lossless(env, tmp_path):
                 strip(x) for x in originals if x.image == key
             ]
             assert back.image_status(key) == src.image_status(key)
+        # FiftyOne -> COCO -> FiftyOne through the command line, with a class list
+        from annotator.cli import main
+
+        fo_store.classes = ["other", "block", "unused"]
+        coco = tmp_path / "out" / "labels.json"
+        common = ["--dataset", dataset.name, "--coco", str(coco), "--images", str(root)]
+        assert main(["fiftyone", "export", "--field", "imported", *common]) == 0
+        assert main(["fiftyone", "import", "--field", "from_coco", *common]) == 0
+        from_coco = FiftyOneStore(dataset, label_field="from_coco")
+        assert from_coco.classes == ["other", "block", "unused"]
+        for key in fo_store.list_images():
+            assert [strip(x) for x in from_coco.labels(key)] == [
+                strip(x) for x in fo_store.labels(key)
+            ]
         # a second import leaves labelled images alone unless asked to replace them
         assert copy_labels(src, fo_store, images_dir=root, to_fiftyone=True) == 0
         assert (
