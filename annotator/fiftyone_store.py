@@ -19,8 +19,10 @@ read; the App does not bump revisions, so its edits cannot conflict-check agains
 """
 
 import logging
+import os
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import fiftyone as fo
 from bson import ObjectId
@@ -36,6 +38,7 @@ from annotator.store import Label, StaleWriteError, _check_label
 from box2mask.rle import decode_rle
 
 __all__ = [
+    "open_for_annotation",
     "VERIFIED_TAG",
     "NEEDS_FIX_TAG",
     "FiftyOneStore",
@@ -287,3 +290,24 @@ class FiftyOneStore:
             sample.compute_metadata()
             sample.save()
         return int(sample.metadata.width), int(sample.metadata.height)
+
+
+def open_for_annotation(dataset_name: str, label_field: str = "box2mask"):
+    """What `box2mask annotate --fiftyone NAME` needs: (store, images_dir, class names).
+
+    images_dir is the deepest folder holding every sample's image (the annotator reads images
+    only from inside one folder; the store's keys are absolute filepaths, and `images_dir / key`
+    is the key itself). The class names are the field's class list, else the classes present in
+    the field, else the dataset's default classes.
+    """
+    store = FiftyOneStore(dataset_name, label_field=label_field)
+    filepaths = store.list_images()
+    if not filepaths:
+        raise ValueError(f"FiftyOne dataset {dataset_name!r} has no samples")
+    images_dir = Path(os.path.commonpath([os.path.dirname(p) for p in filepaths]))
+    classes = (
+        store.classes
+        or sorted(store.dataset.distinct(f"{label_field}.detections.label"))
+        or list(store.dataset.default_classes)
+    )
+    return store, images_dir, classes

@@ -325,3 +325,29 @@ def test_cli_apply_is_resumable_and_never_writes_the_boxes_field(env, capsys):
         assert "no FiftyOne dataset named 'no-such-ds'" in capsys.readouterr().err
     finally:
         dataset.delete()
+
+
+def test_annotator_session_on_the_fiftyone_store_writes_back_to_the_dataset(env, applied):
+    """`box2mask annotate --fiftyone NAME`'s path: H5's session over the FiftyOne store."""
+    from annotator.fiftyone_store import open_for_annotation
+    from annotator.session import AnnotationSession, PredictorService
+
+    fo, root, _ = env
+    dataset, model, _ = applied
+    store, images_dir, classes = open_for_annotation(dataset.name, label_field="box2mask")
+    assert images_dir == root and classes == ["block"]
+    session = AnnotationSession(store, images_dir, PredictorService(model.predictor), classes)
+    image = str(root / "a.png")
+    session.open_image(image)
+    assert len(session.labels_shown()) == 2  # the masks apply_model proposed
+    session.accept(0)  # the person accepts the first one ...
+    boxes = session.annotator_boxes() + [
+        {"xmin": 36, "ymin": 30, "xmax": 46, "ymax": 44, "label": "block"}
+    ]
+    assert session.on_boxes_changed(boxes)  # ... and draws a new box
+    sample = dataset[image]
+    sample.reload()
+    dets = sample.box2mask.detections
+    assert len(dets) == 3 and dets[0].tags == ["verified"] and dets[0].revision == 2
+    assert pixel_window(dets[2].bounding_box, 64, 48) == (36, 30, 46, 44)
+    assert dets[2].mask.shape == (14, 10) and dets[2].source == "model"
