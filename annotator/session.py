@@ -28,6 +28,7 @@ __all__ = ["SMOOTHING_LEVELS", "PredictorService", "AnnotationSession", "match_b
 # Smoothing choices for "re-run with more / less smoothing"; None = the predictor's own default.
 SMOOTHING_LEVELS = (0.0, 0.5, None, 2.0, 4.0)
 DEFAULT_SMOOTHING = 2  # index into SMOOTHING_LEVELS
+MIN_BOX = 2.0  # boxes with a side under this many pixels are ignored (still being drawn)
 FILTERS = ("all", "unlabeled", "in progress", "done")
 
 
@@ -165,9 +166,10 @@ class AnnotationSession:
     def on_boxes_changed(self, boxes: list[dict]) -> bool:
         """Apply the UI's box list: add, move/resize, relabel or delete. True if anything changed.
 
-        New and moved boxes are decoded by the model (in one call per smoothing level).
+        New and moved boxes are decoded by the model (in one call per smoothing level). Boxes
+        that are degenerate (a box still being drawn) or outside the image are ignored.
         """
-        new = [self._box_tuple(b) for b in boxes]
+        new = [t for t in (self._box_tuple(b) for b in boxes) if t is not None]
         old = [self.slots[k].shown for k in self.order]
         pairs, added, removed = match_boxes(old, new)
         if not added and not removed and all(i == j and old[i] == new[j] for i, j in pairs):
@@ -303,14 +305,14 @@ class AnnotationSession:
     def _class_index(self, name: str) -> int:
         return self.classes.index(name) if name in self.classes else len(self.classes)
 
-    def _box_tuple(self, box: dict) -> tuple:
+    def _box_tuple(self, box: dict) -> tuple | None:
+        """A UI box as (xmin, ymin, xmax, ymax, class) clipped to the image; None if unusable."""
         h, w = self.image.shape[:2]
+        corners = [box["xmin"], box["ymin"], box["xmax"], box["ymax"]]
         try:
-            x0, y0, x1, y1 = validate_box(
-                [box["xmin"], box["ymin"], box["xmax"], box["ymax"]], w, h
-            )
-        except BoxError as err:
-            raise ValueError(f"box {box}: {err}") from None
+            x0, y0, x1, y1 = validate_box(corners, w, h, min_size=MIN_BOX)
+        except BoxError:
+            return None
         name = box.get("label") or self.classes[0]
         return (int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)), name)
 

@@ -1,0 +1,133 @@
+"""`box2mask annotate IMAGES_DIR`: open the browser annotator on a folder of images."""
+
+import argparse
+import sys
+from pathlib import Path
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STORE_NAME = "box2mask_labels.sqlite"  # default store file, inside IMAGES_DIR
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "images_dir",
+        metavar="IMAGES_DIR",
+        help="folder of images to annotate (searched recursively)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="trained box2mask checkpoint (.pt); default: the embedded level-set segmenter",
+    )
+    parser.add_argument(
+        "--store",
+        default=None,
+        help=f"SQLite label store (created if missing); default: IMAGES_DIR/{STORE_NAME}",
+    )
+    parser.add_argument(
+        "--classes",
+        default="object",
+        help="comma-separated class names offered for boxes; the first is the default (default: object)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only); any other needs --auth",
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to listen on (default 7860)")
+    parser.add_argument(
+        "--auth",
+        default=None,
+        metavar="USER:PASSWORD",
+        help="require this login (required when --host is not a loopback address)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=50.0,
+        help="largest upload accepted (the COCO import), in MB (default 50)",
+    )
+    parser.add_argument(
+        "--registry",
+        default=None,
+        help="model registry folder to watch: a newly promoted model is loaded without a restart",
+    )
+
+
+def check_network_args(host: str, auth: str | None) -> tuple[str, str] | None:
+    """Validate --host/--auth; returns the (user, password) pair or None. Raises ValueError."""
+    pair = None
+    if auth is not None:
+        user, sep, password = auth.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("--auth must be USER:PASSWORD with both parts non-empty")
+        pair = (user, password)
+    if host not in LOOPBACK and pair is None:
+        raise ValueError(
+            f"refusing to listen on {host} without a login: anyone on the network could read and "
+            "change your labels. Add --auth USER:PASSWORD, or use --host 127.0.0.1"
+        )
+    return pair
+
+
+def run(args) -> int:
+    try:
+        auth = check_network_args(args.host, args.auth)
+    except ValueError as err:
+        print(f"box2mask annotate: {err}", file=sys.stderr)
+        return 2
+    images_dir = Path(args.images_dir)
+    if not images_dir.is_dir():
+        print(f"box2mask annotate: {images_dir}: no such folder", file=sys.stderr)
+        return 2
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+    if not classes:
+        print("box2mask annotate: --classes needs at least one name", file=sys.stderr)
+        return 2
+
+    from annotator.app import SHORTCUTS_JS, build_app
+    from annotator.session import PredictorService
+    from annotator.store import SQLiteStore
+    from box2mask import build_predictor
+
+    store_path = Path(args.store) if args.store else images_dir / STORE_NAME
+    store = SQLiteStore(store_path, images_dir)
+    if not store.list_images():
+        print(f"box2mask annotate: no images (.jpg, .png, ...) in {images_dir}", file=sys.stderr)
+        return 2
+    service = PredictorService(build_predictor(args.checkpoint, args.device))
+    print(f"model: {service.model_version}; labels saved to {store_path}")
+    watcher = None
+    if args.registry:
+        from annotator.model_watch import RegistryWatcher
+
+        def on_promote(path, version):
+            service.reload(build_predictor(path, args.device))
+            print(f"loaded promoted model {version}")
+
+        watcher = RegistryWatcher(args.registry, on_promote).start()
+    demo = build_app(
+        store=store,
+        images_dir=images_dir,
+        service=service,
+        classes=classes,
+        export_dir=store_path.parent / "box2mask_export",
+    )
+    demo.queue(default_concurrency_limit=1)
+    try:
+        demo.launch(
+            server_name=args.host,
+            server_port=args.port,
+            auth=auth,
+            max_file_size=int(args.max_upload_mb * 1024 * 1024),
+            allowed_paths=[],
+            head=SHORTCUTS_JS,
+            footer_links=[],
+            show_error=True,
+        )
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        store.close()
+    return 0

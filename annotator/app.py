@@ -1,0 +1,279 @@
+"""Gradio wiring for `box2mask annotate`: widgets call AnnotationSession methods, nothing more.
+
+Each browser tab gets its own AnnotationSession in a `gr.State` (made on page load); the label
+store and the model (PredictorService) are shared. Every event that may call the model uses one
+`concurrency_id`, so model calls run one at a time in arrival order.
+"""
+
+import functools
+import tempfile
+import uuid
+from pathlib import Path
+
+import cv2
+import gradio as gr
+from gradio_image_annotation import image_annotator
+
+from annotator.export import export_coco, export_yolo, import_coco
+from annotator.overlay import CLASS_COLORS
+from annotator.session import FILTERS, AnnotationSession
+from annotator.store import StaleWriteError
+from box2mask.image_io import ImageLoadError
+
+__all__ = ["build_app", "SHORTCUTS_JS"]
+
+_UNCHANGED = object()  # an action's answer meaning "nothing changed: leave the widgets alone"
+MODEL_QUEUE = "box2mask-model"  # the concurrency_id shared by every event that may call the model
+
+# Keyboard shortcuts: key -> elem_id of the button it presses (ignored while typing in a text box).
+SHORTCUTS_JS = """
+<script>
+document.addEventListener("keydown", (e) => {
+  const t = e.target;
+  const typing = t && (t.tagName === "TEXTAREA" || t.isContentEditable ||
+    (t.tagName === "INPUT" && !["radio", "checkbox", "button", "range"].includes(t.type)));
+  if (typing || e.altKey) return;
+  const k = e.key.toLowerCase();
+  let id = null;
+  if (e.ctrlKey || e.metaKey) {
+    if (k === "z") id = e.shiftKey ? "b2m-redo" : "b2m-undo";
+    else if (k === "y") id = "b2m-redo";
+  } else {
+    id = {a: "b2m-accept", x: "b2m-reject", n: "b2m-next", p: "b2m-prev", f: "b2m-done",
+          "[": "b2m-less", "]": "b2m-more", b: "b2m-brush-mode"}[k] || null;
+  }
+  const el = id && document.getElementById(id);
+  if (el) { e.preventDefault(); el.click(); }
+});
+</script>
+"""
+
+HELP = (
+    "Drag on the image to draw a box (its mask appears when you release); drag a box to move it, "
+    "its corners to resize, select it and press Delete to remove it. Keys: **A** accept, "
+    "**X** reject mask, **[ / ]** less / more smoothing, **B** brush add/erase, **Ctrl+Z / Ctrl+Y** "
+    "undo / redo, **N / P** next / previous image, **F** mark image done."
+)
+
+
+def _describe(index: int, label) -> str:
+    mask = "no mask" if label.mask_rle is None else label.source
+    score = f" {label.score:.2f}" if label.score is not None and label.source == "model" else ""
+    check = " ✓ accepted" if label.verified else ""
+    return f"{index + 1}. {label.class_name} · {mask}{score}{check}"
+
+
+def _jpeg(image, cache_dir: Path) -> str:
+    """Write an RGB image as JPEG into Gradio's cache (served as is: far faster than WebP/PNG)."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{uuid.uuid4().hex}.jpg"
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return str(path)
+
+
+def build_app(
+    *, store, images_dir, service, classes: list[str], export_dir, title="box2mask annotate"
+) -> gr.Blocks:
+    """The annotator UI over a shared store and model. `export_dir`: where exports are written."""
+    export_dir = Path(export_dir)
+
+    with gr.Blocks(title=title, delete_cache=(3600, 3600)) as demo:
+        state = gr.State(None)
+        gr.Markdown(f"### box2mask annotator\n{HELP}")
+        with gr.Row():
+            prev_btn = gr.Button("◀ Previous (P)", elem_id="b2m-prev", scale=1)
+            next_btn = gr.Button("Next (N) ▶", elem_id="b2m-next", scale=1)
+            jump = gr.Dropdown(label="Jump to image", choices=[], scale=2, elem_id="b2m-jump")
+            status_filter = gr.Radio(list(FILTERS), value="all", label="Show", scale=2)
+            done_btn = gr.Button("Mark image done (F)", elem_id="b2m-done", scale=1)
+        header = gr.Markdown(elem_id="b2m-header")
+        with gr.Row():
+            with gr.Column(scale=3):
+                annot = image_annotator(
+                    label_list=list(classes),
+                    label_colors=[CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(len(classes))],
+                    use_default_label=True,
+                    sources=[],
+                    box_min_size=4,
+                    show_clear_button=False,
+                    show_remove_button=True,
+                    show_download_button=False,
+                    image_type="numpy",
+                    label="Image: drag to draw a box",
+                    elem_id="b2m-annotator",
+                )
+            with gr.Column(scale=2):
+                labels = gr.Radio(
+                    [], type="index", label="Labels on this image", elem_id="b2m-labels"
+                )
+                with gr.Row():
+                    accept_btn = gr.Button("Accept (A)", variant="primary", elem_id="b2m-accept")
+                    reject_btn = gr.Button("Reject mask (X)", elem_id="b2m-reject")
+                with gr.Row():
+                    less_btn = gr.Button("Less smoothing ([)", elem_id="b2m-less")
+                    more_btn = gr.Button("More smoothing (])", elem_id="b2m-more")
+                with gr.Row():
+                    undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="b2m-undo")
+                    redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="b2m-redo")
+                with gr.Row():
+                    brush_mode = gr.Radio(["add", "erase"], value="add", label="Brush", scale=2)
+                    brush_toggle = gr.Button("Toggle (B)", elem_id="b2m-brush-mode", scale=1)
+                    radius = gr.Slider(1, 40, value=6, step=1, label="Brush radius (px)", scale=2)
+                crop = gr.Image(
+                    label="Selected label: click to add / erase with the brush",
+                    interactive=False,
+                    format="jpeg",
+                    elem_id="b2m-crop",
+                )
+                message = gr.Markdown(elem_id="b2m-status")
+        with gr.Accordion("Export / import", open=False):
+            with gr.Row():
+                verified_only = gr.Checkbox(False, label="Accepted labels only")
+                export_btn = gr.Button("Export COCO (RLE) + YOLO-seg", elem_id="b2m-export")
+            export_files = gr.File(label="Exported files", file_count="multiple")
+            with gr.Row():
+                import_file = gr.File(label="COCO file to import", file_types=[".json"])
+                import_btn = gr.Button("Import boxes (and masks) from COCO", elem_id="b2m-import")
+
+        label_view = [annot, labels, crop, message]
+        full_view = label_view + [header, jump]
+        cache_dir = Path(annot.GRADIO_CACHE) / "box2mask"
+
+        def render(session, note="", full=False):
+            boxes = session.annotator_boxes()
+            value = {"image": _jpeg(session.overlay(), cache_dir), "boxes": boxes}
+            shown = [_describe(i, x) for i, x in enumerate(session.labels_shown())]
+            chosen = shown[session.selected] if session.selected is not None else None
+            zoom = session.selected_crop()
+            out = [
+                value,
+                gr.update(choices=shown, value=chosen),
+                zoom[0] if zoom is not None else None,
+                note,
+            ]
+            if full:
+                done, total = session.progress()
+                out += [
+                    f"**{session.image_key}** ({store.image_status(session.image_key)}) · "
+                    f"{done} / {total} images done · model `{service.model_version}`",
+                    gr.update(choices=session.image_list(), value=session.image_key),
+                ]
+            return tuple(out)
+
+        def guarded(full: bool):
+            """Run a session action; show refusals and mistakes as a message instead of a crash."""
+
+            def wrap(action):
+                @functools.wraps(action)
+                def handler(session, *args):
+                    try:
+                        note = action(session, *args) or ""
+                    except StaleWriteError as err:
+                        gr.Warning(str(err))
+                        note = f"⚠️ Refused: {err}"
+                    except (IndexError, ValueError, PermissionError, ImageLoadError) as err:
+                        note = f"⚠️ {err}"
+                    if note is _UNCHANGED:
+                        return tuple(gr.skip() for _ in (full_view if full else label_view))
+                    return render(session, note, full=full)
+
+                return handler
+
+            return wrap
+
+        def on_load():
+            session = AnnotationSession(store, Path(images_dir), service, list(classes))
+            keys = session.image_list("unlabeled") or session.image_list()
+            if not keys:
+                raise gr.Error(f"no images found in {images_dir}")
+            session.open_image(keys[0])
+            return (session, *render(session, full=True))
+
+        demo.load(on_load, outputs=[state] + full_view, concurrency_id=MODEL_QUEUE)
+
+        @guarded(full=False)
+        def on_change(session, value):
+            if value is None or value.get("image") is None or session.image is None:
+                return _UNCHANGED
+            if tuple(value["image"].shape[:2]) != session.image.shape[:2]:
+                return _UNCHANGED  # an event from the previous image arriving late
+            if not session.on_boxes_changed(value.get("boxes") or []):
+                return _UNCHANGED  # our own update echoed back
+            return ""
+
+        annot.change(on_change, [state, annot], label_view, concurrency_id=MODEL_QUEUE)
+
+        def action(button, fn, full=False, extra=()):
+            button.click(
+                guarded(full)(fn),
+                [state, *extra],
+                full_view if full else label_view,
+                concurrency_id=MODEL_QUEUE,
+            )
+
+        action(accept_btn, lambda s: s.accept())
+        action(reject_btn, lambda s: s.reject())
+        action(less_btn, lambda s: s.refine(-1))
+        action(more_btn, lambda s: s.refine(+1))
+        action(undo_btn, lambda s: None if s.undo() else "Nothing to undo on this image.")
+        action(redo_btn, lambda s: None if s.redo() else "Nothing to redo.")
+        action(done_btn, lambda s: s.set_done(True) or "Image marked done.", full=True)
+        action(prev_btn, lambda s, f: _step(s, -1, f), full=True, extra=[status_filter])
+        action(next_btn, lambda s, f: _step(s, +1, f), full=True, extra=[status_filter])
+        labels.input(guarded(False)(lambda s, i: s.select(i)), [state, labels], label_view)
+        jump.input(
+            guarded(True)(lambda s, k: s.open_image(k)),
+            [state, jump],
+            full_view,
+            concurrency_id=MODEL_QUEUE,
+        )
+        brush_toggle.click(lambda m: "erase" if m == "add" else "add", brush_mode, brush_mode)
+
+        def on_brush(session, mode, size, evt: gr.SelectData):
+            zoom = session.selected_crop()
+            if zoom is None:
+                raise IndexError("select a label first (click it in the list)")
+            _, scale, x0, y0 = zoom
+            u, v = evt.index
+            session.brush(
+                x0 + (u + 0.5) / scale, y0 + (v + 0.5) / scale, float(size), mode == "erase"
+            )
+
+        crop.select(
+            guarded(False)(on_brush),
+            [state, brush_mode, radius],
+            label_view,
+            concurrency_id=MODEL_QUEUE,
+        )
+
+        def on_export(session, only_verified):
+            out = Path(tempfile.mkdtemp(prefix="box2mask-export-"))
+            for target in (out, export_dir):
+                coco = export_coco(store, target / "coco.json", images_dir, classes, only_verified)
+                stats = export_yolo(store, target / "yolo", images_dir, classes, only_verified)
+            files = [str(out / "coco.json"), str(out / "yolo" / "classes.txt")]
+            note = (
+                f"Exported {len(coco['annotations'])} labels to {export_dir}/coco.json and "
+                f"{stats['objects']} polygons to {export_dir}/yolo/ "
+                f"({stats['skipped_no_mask']} labels without a mask skipped in YOLO)."
+            )
+            return files, note
+
+        export_btn.click(on_export, [state, verified_only], [export_files, message])
+
+        @guarded(full=True)
+        def on_import(session, upload):
+            if upload is None:
+                raise ValueError("choose a COCO .json file first")
+            stats = import_coco(store, upload)
+            session.open_image(session.image_key)
+            return f"Imported {stats['added']} labels ({stats['skipped']} skipped: image not in the folder)."
+
+        import_btn.click(on_import, [state, import_file], full_view, concurrency_id=MODEL_QUEUE)
+    return demo
+
+
+def _step(session, step, status_filter):
+    if session.step_image(step, status_filter) is None:
+        return f"No images with status '{status_filter}'."
+    return None
