@@ -86,13 +86,14 @@ def build_app(
             jump = gr.Dropdown(label="Jump to image", choices=[], scale=2, elem_id="b2m-jump")
             status_filter = gr.Radio(list(FILTERS), value="all", label="Show", scale=2)
             done_btn = gr.Button("Mark image done (F)", elem_id="b2m-done", scale=1)
-        header = gr.Markdown(elem_id="b2m-header")
+        progress = gr.Markdown(elem_id="b2m-progress")
         with gr.Row():
             with gr.Column(scale=3):
                 annot = image_annotator(
                     label_list=list(classes),
                     label_colors=[CLASS_COLORS[i % len(CLASS_COLORS)] for i in range(len(classes))],
                     use_default_label=True,
+                    boxes_alpha=0.0,  # outline only: the mask tint shows what was segmented
                     sources=[],
                     box_min_size=4,
                     show_clear_button=False,
@@ -123,9 +124,11 @@ def build_app(
                     label="Selected label: click to add / erase with the brush",
                     interactive=False,
                     format="jpeg",
+                    height=360,
                     elem_id="b2m-crop",
                 )
                 message = gr.Markdown(elem_id="b2m-status")
+                image_info = gr.Markdown(elem_id="b2m-image-info")
         with gr.Accordion("Export / import", open=False):
             with gr.Row():
                 verified_only = gr.Checkbox(False, label="Accepted labels only")
@@ -135,8 +138,8 @@ def build_app(
                 import_file = gr.File(label="COCO file to import", file_types=[".json"])
                 import_btn = gr.Button("Import boxes (and masks) from COCO", elem_id="b2m-import")
 
-        label_view = [annot, labels, crop, message]
-        full_view = label_view + [header, jump]
+        label_view = [annot, labels, crop, message, image_info]
+        full_view = label_view + [progress, jump]
         cache_dir = Path(annot.GRADIO_CACHE) / "box2mask"
 
         def render(session, note="", full=False):
@@ -150,12 +153,13 @@ def build_app(
                 gr.update(choices=shown, value=chosen),
                 zoom[0] if zoom is not None else None,
                 note,
+                f"**{session.image_key}**: {store.image_status(session.image_key)} · "
+                f"model `{service.model_version}`",
             ]
-            if full:
+            if full:  # the whole folder: costs one status look-up per image
                 done, total = session.progress()
                 out += [
-                    f"**{session.image_key}** ({store.image_status(session.image_key)}) · "
-                    f"{done} / {total} images done · model `{service.model_version}`",
+                    f"**{done} / {total} images done**",
                     gr.update(choices=session.image_list(), value=session.image_key),
                 ]
             return tuple(out)

@@ -211,3 +211,18 @@ def test_reload_predictor_hot_swaps_the_model(env):
     session.on_boxes_changed([DISC_BOX, _box(60, 5, 95, 30)])
     assert second.images_encoded == 1 and second.boxes_decoded == 1
     assert [x.model_version for x in store.labels("a.png")] == ["levelset-test", "promoted-2"]
+
+
+def test_a_box_still_being_drawn_is_ignored(env):
+    session, store, predictor = env
+    assert session.on_boxes_changed([_box(30, 30, 30, 30)]) is False  # pointer down, no drag yet
+    assert store.labels("a.png") == [] and predictor.boxes_decoded == 0
+
+
+def test_annotate_refuses_to_listen_on_the_network_without_a_login(capsys):
+    from annotator.cli import main
+
+    assert main(["annotate", "demo", "--host", "0.0.0.0"]) == 2
+    assert "refusing to listen on 0.0.0.0 without a login" in capsys.readouterr().err
+    assert main(["annotate", "demo", "--host", "0.0.0.0", "--auth", "user"]) == 2
+    assert "USER:PASSWORD" in capsys.readouterr().err

@@ -1,0 +1,160 @@
+"""End to end in a real browser: `box2mask annotate` on two demo images, driven with the mouse.
+
+Set BOX2MASK_UPDATE_SCREENSHOT=1 to also refresh docs/annotator.png (the README's screenshot).
+"""
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotator.store import SQLiteStore
+from box2mask.rle import decode_rle
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _http_status(url: str, data: bytes | None = None, headers=None) -> int:
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@pytest.fixture
+def app(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("chelsea.png", "coffee.png"):
+        shutil.copy(REPO / "demo" / name, images / name)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "annotator.cli", "annotate", str(images), "--port", str(port)]
+    cmd += ["--classes", "cat,cup", "--max-upload-mb", "1"]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while _http_status_or_none(url) != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"annotator did not start:\n{proc.stdout.read()}")
+        time.sleep(0.5)
+    yield url, images
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def _http_status_or_none(url):
+    try:
+        return _http_status(url)
+    except OSError:
+        return None
+
+
+def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
+    url, images = app
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#b2m-annotator canvas", timeout=30000)
+    page.wait_for_function(
+        "document.querySelector('#b2m-image-info').innerText.includes('chelsea.png')"
+    )
+    assert "0 / 2 images done" in page.inner_text("#b2m-progress")
+    time.sleep(1.0)  # the canvas draws the image after the value arrives
+    canvas = page.locator("#b2m-annotator canvas").first
+    before = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"), np.float32)
+
+    # drag a box over the cat's head: image pixels -> page pixels through the centred canvas
+    c = canvas.bounding_box()
+    iw, ih = Image.open(images / "chelsea.png").size
+    scale = min(c["width"] / iw, c["height"] / ih)
+    ox, oy = c["x"] + (c["width"] - iw * scale) / 2, c["y"] + (c["height"] - ih * scale) / 2
+    box = (140, 20, 330, 240)  # x0, y0, x1, y1 in image pixels
+    page.mouse.move(ox + box[0] * scale, oy + box[1] * scale)
+    page.mouse.down()
+    page.mouse.move(ox + 240 * scale, oy + 140 * scale, steps=5)
+    page.mouse.move(ox + box[2] * scale, oy + box[3] * scale, steps=5)
+    page.mouse.up()
+    page.wait_for_selector("#b2m-labels label", timeout=30000)
+    assert "1. cat · model" in page.inner_text("#b2m-labels")
+    time.sleep(1.0)
+    after = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"), np.float32)
+
+    # the mask overlay tints pixels inside the box, and nothing far outside it
+    def region(img, x0, y0, x1, y1):
+        s = img.shape[1] / c["width"]  # device pixels per CSS pixel
+        x0, x1 = [int((ox - c["x"] + v * scale) * s) for v in (x0, x1)]
+        y0, y1 = [int((oy - c["y"] + v * scale) * s) for v in (y0, y1)]
+        return img[y0:y1, x0:x1]
+
+    inside = np.abs(region(after, 170, 60, 300, 200) - region(before, 170, 60, 300, 200))
+    outside = np.abs(region(after, 0, 260, 120, 300) - region(before, 0, 260, 120, 300))
+    assert inside.mean() > 15 and outside.mean() < 3
+
+    shot = tmp_path / "annotator.png"
+    page.screenshot(path=str(shot))
+    if os.environ.get("BOX2MASK_UPDATE_SCREENSHOT"):
+        small = Image.open(shot).convert("RGB").resize((1050, 750)).quantize(colors=128)
+        small.save(REPO / "docs" / "annotator.png", optimize=True)
+
+    page.keyboard.press("a")  # accept (keyboard shortcut)
+    page.wait_for_function("document.querySelector('#b2m-labels').innerText.includes('accepted')")
+    page.click("#b2m-next")
+    page.wait_for_function(
+        "document.querySelector('#b2m-image-info').innerText.includes('coffee.png')"
+    )
+
+    store = SQLiteStore(images / "box2mask_labels.sqlite", images)
+    (label,) = store.labels("chelsea.png")
+    store.close()
+    assert label.verified and label.source == "model" and label.class_name == "cat"
+    assert label.model_version == "levelset-default-1"
+    assert all(abs(a - b) <= 2 for a, b in zip(label.box_xyxy, box, strict=True))
+    mask = decode_rle(label.mask_rle)
+    assert mask.shape == (ih, iw) and 0.2 < mask[20:240, 140:330].mean() and not mask[:, :130].any()
+
+    page.click("text=Export / import")
+    page.click("#b2m-export")
+    page.wait_for_function("document.querySelector('#b2m-status').innerText.includes('Exported')")
+    coco = json.loads((images / "box2mask_export" / "coco.json").read_text())
+    (ann,) = coco["annotations"]
+    assert ann["box2mask"]["verified"] and np.array_equal(decode_rle(ann["segmentation"]), mask)
+    assert (
+        (images / "box2mask_export" / "yolo" / "labels" / "chelsea.txt")
+        .read_text()
+        .startswith("0 ")
+    )
+    page.close()
+
+    # only the app's own pictures are served: no image file, nothing outside; uploads are capped
+    assert _http_status(f"{url}/gradio_api/file={images / 'coffee.png'}") in (403, 404)
+    assert _http_status(f"{url}/gradio_api/file=/etc/passwd") in (403, 404)
+    body = b'--x\r\nContent-Disposition: form-data; name="files"; filename="big.json"\r\n\r\n'
+    body += b"0" * (2 * 1024 * 1024) + b"\r\n--x--\r\n"
+    status = _http_status(
+        f"{url}/gradio_api/upload",
+        data=body,
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert status == 413
