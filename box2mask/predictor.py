@@ -18,7 +18,7 @@ from torchvision.ops import roi_align
 
 from box2mask.box_ops import validate_boxes
 from box2mask.checkpoint import build_model_from_checkpoint, load_checkpoint
-from box2mask.levelset import chan_vese_energy, evolve
+from box2mask.levelset import chan_vese_energy, evolve, inscribed_ellipses
 from box2mask.mask_morphology import gaussian_blur
 
 __all__ = ["Box2MaskPredictor"]
@@ -41,6 +41,7 @@ class Box2MaskPredictor:
         refine_step_size: float = 0.5,
         refine_feature_weight: float = 1.0,
         refine_gamma: float = 0.0,
+        box_prior: float = 0.5,
         grid_size: int = 64,
         max_grid_size: int = 256,
         smoothing: float = 0.0,
@@ -56,6 +57,10 @@ class Box2MaskPredictor:
         self.refine_step_size = refine_step_size  # logit change of the fastest pixel per step
         self.refine_feature_weight = refine_feature_weight  # weight of E(m, deep features)
         self.refine_gamma = refine_gamma  # length term of the refinement energy
+        # weight w of the box's inscribed ellipse in the refinement's start,
+        # (1 - w) model + w ellipse: two-phase Chan-Vese is symmetric (object and background
+        # can swap), so a weak model's start needs the prior that objects fill their box centre
+        self.box_prior = box_prior
         self.grid_size = grid_size  # smallest crop side S (small boxes are upsampled to it)
         self.max_grid_size = max_grid_size  # largest crop side (big boxes are downsampled to it)
         self.smoothing = smoothing  # Gaussian sigma (crop pixels) on the probabilities; 0 = off
@@ -131,6 +136,10 @@ class Box2MaskPredictor:
         feats = F.normalize(feats, dim=1)
         image, feats = image.clone(), feats.clone()  # plain tensors: evolve needs autograd
         inside = torch.ones_like(probs)
+        if self.box_prior > 0:
+            crop_box = probs.new_tensor([[0.0, 0.0, size, size]]).expand(len(probs), 4)
+            ellipse = inscribed_ellipses(crop_box, size, size)
+            probs = (1 - self.box_prior) * probs + self.box_prior * ellipse
 
         def extra_energy(p):
             energy = self.refine_feature_weight * chan_vese_energy(p, feats, inside)
@@ -275,6 +284,13 @@ class Box2MaskPredictor:
         keep = (scores >= score_threshold) & fg.any(dim=(-2, -1))
         order = torch.argsort(scores[keep], descending=True)
         logits, scores, labels = logits[keep][order], scores[keep][order], labels[keep][order]
+        if len(logits) == 0:
+            return (
+                np.zeros((0, height, width), dtype=bool),
+                np.zeros(0, dtype=np.float32),
+                np.zeros(0, dtype=np.int64),
+                np.zeros((0, 4), dtype=np.float64),
+            )
         # mask grid -> network input (x4) -> drop padding -> original size
         new_h = round(height * self._scale[1])
         new_w = round(width * self._scale[0])

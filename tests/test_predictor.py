@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import torch
+
+from box2mask.config import ModelConfig
+from box2mask.model import build_model
+from box2mask.predictor import Box2MaskPredictor
+
+HEIGHT, WIDTH = 70, 100
+
+
+def disc_image():
+    """A dark disc (centre (40, 35), radius 18) on a bright, slightly textured background."""
+    rng = np.random.default_rng(0)
+    ys, xs = np.mgrid[:HEIGHT, :WIDTH]
+    disc = (xs + 0.5 - 40) ** 2 + (ys + 0.5 - 35) ** 2 <= 18**2
+    image = np.where(disc[..., None], [40, 60, 150], [220, 200, 120]).astype(np.float64)
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), disc
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        backbone="resnet18",
+        num_classes=2,
+        num_queries=5,
+        hidden_dim=32,
+        mask_dim=32,
+        nheads=4,
+        dec_layers=2,
+        dim_feedforward=64,
+    )
+    pred = Box2MaskPredictor(build_model(cfg), model_version="test", image_size=64)
+    pred.set_image(disc_image()[0])
+    return pred
+
+
+def iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_masks_at_original_size_inside_their_boxes(predictor):
+    boxes = np.array([[20.3, 15.6, 61.2, 55.1], [70.0, 5.0, 130.0, 40.0], [1.0, 1.0, 4.0, 3.0]])
+    masks, scores = predictor.predict(boxes)
+    assert masks.shape == (3, HEIGHT, WIDTH) and masks.dtype == bool
+    assert scores.shape == (3,) and ((scores >= 0) & (scores <= 1)).all()
+    ys, xs = np.mgrid[:HEIGHT, :WIDTH] + 0.5
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes, strict=True):
+        inside = (xs >= x0) & (xs < min(x1, WIDTH)) & (ys >= y0) & (ys < y1)
+        assert mask.any() and not (mask & ~inside).any()
+    assert masks[2].sum() > 0  # a 3 x 2 px box still gets a mask (upsampled crop or the box)
+    empty, empty_scores = predictor.predict(np.zeros((0, 4)))
+    assert empty.shape == (0, HEIGHT, WIDTH) and empty_scores.shape == (0,)
+
+
+def test_answers_do_not_depend_on_other_boxes(predictor):
+    a = np.array([[20.0, 15.0, 61.0, 55.0]])
+    both = np.concatenate([a, [[60.0, 10.0, 95.0, 60.0]]])
+    torch.testing.assert_close(predictor.predict(a)[0][0], predictor.predict(both)[0][0])
+
+
+def test_fallback_to_the_box_when_nothing_is_found(predictor):
+    fallback = Box2MaskPredictor(predictor.model, image_size=64, min_fill=1.01)
+    fallback.set_image(disc_image()[0])
+    masks, scores = fallback.predict(np.array([[10.0, 20.0, 30.0, 40.0]]))
+    assert masks[0].sum() == 20 * 20 and masks[0, 20:40, 10:30].all()
+    assert scores.tolist() == [0.0]
+
+
+def test_levelset_refinement_moves_the_mask_to_the_object(predictor):
+    _, disc = disc_image()
+    box = np.array([[15.0, 10.0, 65.0, 60.0]])  # the disc's box with a 7 px margin
+    refiner = Box2MaskPredictor(predictor.model, image_size=64, box_prior=0.5)
+    refiner.set_image(disc_image()[0])
+    raw = refiner.predict(box, steps=0)[0][0]
+    refined = refiner.predict(box, steps=30)[0][0]
+    assert iou(refined, disc) > 0.9
+    assert iou(refined, disc) > iou(raw, disc) + 0.3  # the random-init model's mask is poor
+
+
+def test_clicks_pin_object_and_background(predictor):
+    box = np.array([[15.0, 10.0, 65.0, 60.0]])
+    pts = np.array([[40.0, 35.0], [17.0, 12.0]])
+    masks, _ = predictor.predict(box, points=pts, point_labels=np.array([1, 0]), steps=5)
+    assert masks[0, 35, 40] and not masks[0, 12, 17]
+    with pytest.raises(ValueError, match="point_labels"):
+        predictor.predict(box, points=pts)
+
+
+def test_errors():
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="resnet18", num_queries=2, hidden_dim=32, mask_dim=32, nheads=4)
+    cfg.dec_layers, cfg.dim_feedforward = 1, 32
+    fresh = Box2MaskPredictor(build_model(cfg))
+    with pytest.raises(RuntimeError, match="set_image"):
+        fresh.predict(np.array([[0.0, 0.0, 5.0, 5.0]]))
+    with pytest.raises(ValueError, match="uint8"):
+        fresh.set_image(np.zeros((10, 10, 3), dtype=np.float32))
+
+
+def test_predict_all_boxes_are_tight(predictor):
+    masks, scores, labels, boxes = predictor.predict_all(score_threshold=0.0)
+    assert masks.shape[1:] == (HEIGHT, WIDTH) and len(masks) == len(scores) == len(labels)
+    assert (np.diff(scores) <= 0).all()
+    assert labels.dtype == np.int64 and ((labels >= 0) & (labels < 2)).all()
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes, strict=True):
+        ys, xs = np.nonzero(mask)
+        assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    none = predictor.predict_all(score_threshold=1.01)  # nothing passes: empty, well-shaped
+    assert none[0].shape == (0, HEIGHT, WIDTH) and none[3].shape == (0, 4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_predictor_matches_cpu(predictor):
+    gpu = Box2MaskPredictor(predictor.model, device="cuda", image_size=64)
+    gpu.set_image(disc_image()[0])
+    box = np.array([[15.0, 10.0, 65.0, 60.0]])
+    cpu_mask = predictor.predict(box)[0]
+    gpu_mask = gpu.predict(box)[0]
+    predictor.model.to("cpu")
+    assert iou(cpu_mask[0], gpu_mask[0]) > 0.98
