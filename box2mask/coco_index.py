@@ -110,6 +110,8 @@ def _stream_entries(path) -> Iterator[tuple]:
             raise CocoFormatError(f"{path}: the top level must be a JSON object, got {event}")
         for prefix, event, value in events:
             if prefix == "" and event == "end_map":
+                for _ in events:  # ijson raises on anything but whitespace after the object
+                    pass
                 return
             key = value  # a top-level map_key
             _, event, value = next(events)
@@ -138,19 +140,20 @@ def _loaded_entries(path) -> Iterator[tuple]:
             yield ("top", key, value)
 
 
-def _check_image(record) -> str | None:
-    """The problem with an image record, or None."""
+def _check_image(record, idx: int) -> str | None:
+    """The problem with the image record at position `idx` of `images`, or None."""
     if not isinstance(record, dict):
-        return "image record is not a JSON object"
+        return f"image record #{idx} is not a JSON object"
+    name = f"image record #{idx}" + (f" (id {record['id']!r})" if "id" in record else "")
     for field in ("id", "file_name", "width", "height"):
         if field not in record:
-            return f"image record lacks '{field}'"
+            return f"{name} lacks '{field}'"
     if not isinstance(record["file_name"], str) or not record["file_name"]:
-        return f"image {record['id']!r}: 'file_name' must be a non-empty string"
+        return f"{name}: 'file_name' must be a non-empty string"
     for field in ("width", "height"):
         v = record[field]
         if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v <= 0:
-            return f"image {record['id']!r}: '{field}' must be a positive integer, got {v!r}"
+            return f"{name}: '{field}' must be a positive integer, got {v!r}"
     return None
 
 
@@ -166,13 +169,13 @@ def _fill_index(conn: sqlite3.Connection, entries: Iterator[tuple]) -> None:
             seen_arrays.add(key)
             pos += 1
         elif kind == "images":
-            error = _check_image(value)
+            error = _check_image(value, n_images)
             ok = error is None
             conn.execute(
                 "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     n_images,
-                    json.dumps(value["id"]) if ok else None,
+                    json.dumps(value["id"]) if isinstance(value, dict) and "id" in value else None,
                     value["file_name"] if ok else None,
                     int(value["width"]) if ok else None,
                     int(value["height"]) if ok else None,
@@ -234,6 +237,11 @@ def _link_annotations(conn: sqlite3.Connection) -> list[str]:
         "WHERE error IS NULL AND image_idx IS NULL"
     )
     conn.execute("CREATE INDEX anns_by_image ON anns (image_idx)")
+    for ord_, id_key, error in conn.execute(
+        "SELECT ord, id_key, error FROM anns WHERE error IS NOT NULL AND image_idx IS NULL"
+    ):
+        name = f"annotation {id_key}" if id_key is not None else f"annotation #{ord_}"
+        problems.append(f"{name}: {error}")
     return problems
 
 
