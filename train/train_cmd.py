@@ -43,6 +43,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="initialise the backbone from a local file, or torchvision's ImageNet download",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads per process (torch.set_num_threads); 1 is fastest on a busy machine",
+    )
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        help="save last.pt and stop after this many minutes of training (--resume continues)",
+    )
 
 
 def _resolve_config(args):
@@ -80,9 +90,14 @@ def run(args) -> int:
     from train.dataset import DatasetError
     from train.engine import NonFiniteLossError
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         cfg, ckpt = _resolve_config(args)
-        train(cfg, resume_from=ckpt, device=args.device)
+        time_limit_s = args.max_minutes * 60 if args.max_minutes else None
+        train(cfg, resume_from=ckpt, device=args.device, time_limit_s=time_limit_s)
     except (ConfigError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -124,8 +139,21 @@ def _prompt_seeds(cfg, step: int, image_ids: list[int]) -> list[int]:
     ]
 
 
-def train(cfg, *, resume_from: dict | None = None, device: str | None = None, progress=True):
-    """Train with `cfg` (a TrainConfig) until cfg.iterations; returns the final step's stats."""
+def train(
+    cfg,
+    *,
+    resume_from: dict | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    time_limit_s: float | None = None,
+    stop_at_step: int | None = None,
+) -> dict:
+    """Train with `cfg` (a TrainConfig) until cfg.iterations; returns the last logged stats.
+
+    `resume_from`: a checkpoint dict (`load_checkpoint(OUT/last.pt)`) to continue from.
+    `time_limit_s` / `stop_at_step`: stop early (after saving last.pt), as if interrupted; the
+    schedule still runs to cfg.iterations when resumed.
+    """
     import dataclasses
 
     import torch
@@ -137,7 +165,7 @@ def train(cfg, *, resume_from: dict | None = None, device: str | None = None, pr
     from box2mask.model import build_model
     from train.config import flatten_config, save_config
     from train.dataset import CocoBoxDataset, collate_batch
-    from train.distributed import all_reduce_mean, cleanup, init_distributed
+    from train.distributed import all_reduce_mean, all_true, cleanup, init_distributed
     from train.engine import (
         amp_dtype,
         build_optimizer,
@@ -195,7 +223,7 @@ def train(cfg, *, resume_from: dict | None = None, device: str | None = None, pr
     scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
     step = 0
     if resume_from is not None:
-        model.load_state_dict(resume_from["model"])
+        model.load_state_dict(resume_from["model_state"])
         extra = resume_from["extra"]
         optimizer.load_state_dict(extra["optimizer"])
         scheduler.load_state_dict(extra["scheduler"])
@@ -251,9 +279,11 @@ def train(cfg, *, resume_from: dict | None = None, device: str | None = None, pr
         dynamic_ncols=True,
     )
     window, last_stats, started = [], {}, time.perf_counter()
+    deadline = None if time_limit_s is None else started + time_limit_s
+    end_step = cfg.iterations if stop_at_step is None else min(stop_at_step, cfg.iterations)
     model.train()
     try:
-        while step < cfg.iterations:
+        while step < end_step:
             epoch, offset = divmod(step, steps_per_epoch)
             dataset.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
@@ -303,12 +333,19 @@ def train(cfg, *, resume_from: dict | None = None, device: str | None = None, pr
                         }
                     )
                     window, started = [], time.perf_counter()
-                if step % cfg.checkpoint_every == 0 or step == cfg.iterations:
+                out_of_time = deadline is not None and not all_true(
+                    time.perf_counter() <= deadline, dist_info.device
+                )  # any process out of time: all stop at this step
+                if step % cfg.checkpoint_every == 0 or step == end_step or out_of_time:
                     checkpoint()
                 if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.iterations:
                     evaluate()
                     model.train()
-                if step >= cfg.iterations:
+                if out_of_time and step < end_step:
+                    if dist_info.is_main:
+                        print(f"time limit reached at step {step}; --resume continues from here")
+                    end_step = step
+                if step >= end_step:
                     break
         bar.close()
         final = evaluate()
