@@ -21,7 +21,18 @@ HELP = {
 }
 
 
+EXAMPLES = """examples (the embedded default model; add --checkpoint CKPT for a trained one):
+  box2mask fiftyone import   --dataset demo --field ground_truth --coco demo/boxes.json --images demo
+  box2mask fiftyone apply    --dataset demo --boxes ground_truth --out box2mask
+  box2mask fiftyone app      --dataset demo          # review: tag labels verified / needs_fix
+  box2mask fiftyone evaluate --dataset NAME --pred box2mask --gt ground_truth   # needs GT masks
+  box2mask fiftyone export   --dataset demo --field box2mask --coco runs/demo.json --images demo
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EXAMPLES
     sub = parser.add_subparsers(dest="fiftyone_command", metavar="ACTION", required=True)
     for name, text in HELP.items():
         p = sub.add_parser(name, help=text, description=text)
@@ -39,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--port", type=int, default=5151, help="App port (default: 5151)")
             p.add_argument("--address", default="127.0.0.1", help="address to serve on")
         else:
-            p.add_argument("--field", default="box2mask", help="Detections field of the labels")
+            p.add_argument(
+                "--field", default="box2mask", help="Detections field of the labels (box2mask)"
+            )
             src = p.add_mutually_exclusive_group(required=True)
             src.add_argument("--sqlite", help="SQLite label store file (box2mask annotate's)")
             src.add_argument("--coco", help="COCO instances JSON file (RLE masks)")
@@ -111,6 +124,8 @@ def _evaluate(args) -> int:
 
 
 def _app(args) -> int:
+    import signal
+
     import fiftyone as fo
 
     dataset = _load(args.dataset)
@@ -119,8 +134,18 @@ def _app(args) -> int:
         f"FiftyOne App on http://{args.address}:{args.port} - tag labels 'verified' or "
         "'needs_fix'; Ctrl+C to stop"
     )
-    session.wait()
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the App server too
+    try:
+        session.wait(-1)  # serve until interrupted, whether or not a browser tab is open
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.close()
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _transfer(args) -> int:

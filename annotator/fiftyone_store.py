@@ -11,11 +11,14 @@ Mapping of a store `Label` onto a `fo.Detection` of `label_field` (default "box2
     verified       the tags a reviewer sets in the FiftyOne App: "verified" and not "needs_fix"
     id             the detection's id
 
-The image's done flag is the sample's bool field `<label_field>_done`. Other tags and attributes of
-a detection (evaluation results, `prompt_id`, ...) are kept on update. Writes re-read the sample
-from the database first and refuse stale revisions; a lock serialises writes in this process (the
-annotator's worker threads). Edits made elsewhere (the App, another process) are seen on the next
-read; the App does not bump revisions, so its edits cannot conflict-check against ours.
+The image's done flag is the sample's bool field `<label_field>_done` (added when first set).
+Other tags and attributes of a detection (evaluation results, `prompt_id`, ...) are kept on
+update. Writes re-read the sample from the database first and refuse stale revisions; a lock
+serialises writes in this process (the annotator's worker threads). Edits made elsewhere (the
+App, another process) are seen on the next read. Two limits: the check and the write are two
+database calls, so two *processes* writing the same label in the same millisecond can both pass;
+and the App does not bump revisions, so its edits are not conflict-checked against ours.
+Sample filepaths must be unique in the dataset (they are the image keys).
 """
 
 import logging
@@ -139,8 +142,6 @@ class FiftyOneStore:
                 f"field {label_field!r} of dataset {dataset.name!r} is {schema[label_field]}, "
                 "not Detections; choose another label field"
             )
-        if self.done_field not in schema:
-            dataset.add_sample_field(self.done_field, fo.BooleanField)
         self._lock = threading.Lock()
 
     @property
@@ -169,13 +170,15 @@ class FiftyOneStore:
 
     def image_status(self, image: str) -> str:
         sample = self._sample(image)
-        if sample[self.done_field]:
+        if sample.has_field(self.done_field) and sample[self.done_field]:
             return "done"
         return "in progress" if self._detections(sample) else "unlabeled"
 
     def set_image_done(self, image: str, done: bool) -> None:
         with self._lock:
             sample = self._sample(image)
+            if not done and not sample.has_field(self.done_field):
+                return  # never marked done: nothing to clear (and no field to add)
             sample[self.done_field] = bool(done)
             sample.save()
 
