@@ -29,8 +29,10 @@ def _mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def _tint(region: np.ndarray, mask: np.ndarray, color, outline_color, thickness: int) -> None:
     """Tint `mask` pixels of the (h, w, 3) uint8 `region` in place and draw its outline."""
-    blended = region[mask].astype(np.float32) * (1 - ALPHA) + np.float32(color) * ALPHA
-    region[mask] = blended.astype(np.uint8)
+    solid = np.empty_like(region)
+    solid[:] = color
+    tinted = cv2.addWeighted(region, 1 - ALPHA, solid, ALPHA, 0)
+    np.copyto(region, tinted, where=mask[:, :, None])  # (boolean indexing is 10x slower)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(region, contours, -1, tuple(int(c) for c in outline_color), thickness)
 

@@ -1,0 +1,181 @@
+"""Annotator latency: time from box release to the mask overlay being ready, one table.
+
+    python bench/annotator_latency.py [--boxes 50] [--size 640] [--checkpoint CKPT ...] [--tiny-random]
+
+Session level, on the bundled demo images resized to `--size` px (longer side): for each of
+`--boxes` boxes (random, 48-320 px sides, seeded), one timed step is exactly what the app does
+when the mouse is released: `session.on_boxes_changed(boxes)` (model decode of the new box, RLE,
+SQLite write with fsync) + `session.overlay()` + the JPEG encode sent to the browser. Boxes
+accumulate on each image, as when a person annotates it. Encoding the image (`set_image`) happens
+once per image on opening it and is reported apart. Rows: the embedded default, each
+`--checkpoint`, and with `--tiny-random` an untrained tiny Box2Mask-T (configs/tiny_cpu.yaml
+sizes: the decode cost does not depend on the weights).
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from annotator.session import AnnotationSession, PredictorService  # noqa: E402
+from annotator.store import SQLiteStore  # noqa: E402
+from box2mask import build_predictor  # noqa: E402
+from box2mask.image_io import load_image  # noqa: E402
+
+DEMO = Path(__file__).resolve().parents[1] / "demo"
+TINY = dict(
+    backbone="resnet18",
+    num_classes=1,
+    num_queries=20,
+    hidden_dim=128,
+    mask_dim=128,
+    nheads=4,
+    dec_layers=3,
+    dim_feedforward=512,
+)
+
+
+class Timed:
+    """Wraps a predictor and records how long each set_image / predict call took (seconds)."""
+
+    def __init__(self, predictor):
+        self.inner, self.model_version = predictor, predictor.model_version
+        self.set_image_s, self.predict_s = [], []
+
+    def set_image(self, image):
+        t = time.perf_counter()
+        self.inner.set_image(image)
+        self.set_image_s.append(time.perf_counter() - t)
+
+    def predict(self, boxes_xyxy, **options):
+        t = time.perf_counter()
+        out = self.inner.predict(boxes_xyxy, **options)
+        self.predict_s.append(time.perf_counter() - t)
+        return out
+
+
+def make_images(folder: Path, size: int) -> list[str]:
+    names = []
+    for path in sorted(DEMO.glob("*.png")):
+        image = load_image(path)
+        h, w = image.shape[:2]
+        s = size / max(h, w)
+        image = cv2.resize(image, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(folder / path.name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        names.append(path.name)
+    return names
+
+
+def tiny_random_checkpoint(path: Path) -> Path:
+    from box2mask.checkpoint import save_checkpoint
+    from box2mask.config import ModelConfig
+    from box2mask.model import build_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(**TINY)
+    save_checkpoint(
+        path,
+        model=build_model(cfg),
+        model_config=cfg,
+        class_names=["object"],
+        config={},
+        model_version="tiny-untrained",
+    )
+    return path
+
+
+def measure(predictor, images_dir: Path, names: list[str], n_boxes: int, seed: int = 0) -> dict:
+    """Per-box wall time (s) of release -> overlay JPEG ready, and its parts."""
+    timed = Timed(predictor)
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SQLiteStore(Path(tmp) / "labels.sqlite", images_dir)
+        session = AnnotationSession(store, images_dir, PredictorService(timed), ["object"])
+        per_image = -(-n_boxes // len(names))
+        totals, overlay_s = [], []
+        session.open_image(names[0])
+        session.on_boxes_changed([dict(xmin=10, ymin=10, xmax=80, ymax=80)])  # warm-up, not timed
+        timed.predict_s.clear()
+        for i in range(n_boxes):
+            if i % per_image == 0:
+                session.open_image(names[i // per_image])
+                boxes = []
+            h, w = session.image.shape[:2]
+            bw, bh = rng.uniform(48, 320, 2)
+            x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
+            boxes = boxes + [dict(xmin=x0, ymin=y0, xmax=x0 + bw, ymax=y0 + bh, label="object")]
+            t = time.perf_counter()
+            session.on_boxes_changed(boxes)
+            t_overlay = time.perf_counter()
+            ok, _ = cv2.imencode(
+                ".jpg",
+                cv2.cvtColor(session.overlay(), cv2.COLOR_RGB2BGR),
+                [cv2.IMWRITE_JPEG_QUALITY, 90],
+            )
+            end = time.perf_counter()
+            totals.append(end - t)
+            overlay_s.append(end - t_overlay)
+        store.close()
+    return dict(
+        total=totals, predict=timed.predict_s, overlay=overlay_s, set_image=timed.set_image_s[1:]
+    )
+
+
+def p95(values) -> float:
+    return float(np.percentile(values, 95))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boxes", type=int, default=50, help="boxes to time (default 50)")
+    parser.add_argument(
+        "--size", type=int, default=640, help="longer image side in px (default 640)"
+    )
+    parser.add_argument(
+        "--checkpoint", action="append", default=[], help="a trained checkpoint (repeatable)"
+    )
+    parser.add_argument(
+        "--tiny-random", action="store_true", help="also time an untrained tiny model"
+    )
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        images_dir = Path(tmp) / "images"
+        images_dir.mkdir()
+        names = make_images(images_dir, args.size)
+        checkpoints = [None] + list(args.checkpoint)
+        if args.tiny_random:
+            checkpoints.append(tiny_random_checkpoint(Path(tmp) / "tiny.pt"))
+        print(
+            f"{args.boxes} boxes, {len(names)} images at {args.size} px, device {args.device}, "
+            f"torch threads {torch.get_num_threads()}\n"
+        )
+        print(
+            "| model | release -> overlay median ms | p95 ms | model decode median ms | "
+            "store + overlay + JPEG median ms | set_image median ms |"
+        )
+        print("|---|---|---|---|---|---|")
+        for ckpt in checkpoints:
+            predictor = build_predictor(ckpt, args.device)
+            r = measure(predictor, images_dir, names, args.boxes)
+            rest = [t - p for t, p in zip(r["total"], r["predict"], strict=True)]
+            ms = lambda v: f"{1000 * v:.0f}"  # noqa: E731
+            print(
+                f"| {predictor.model_version} | {ms(statistics.median(r['total']))} | "
+                f"{ms(p95(r['total']))} | {ms(statistics.median(r['predict']))} | "
+                f"{ms(statistics.median(rest))} | {ms(statistics.median(r['set_image']))} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
