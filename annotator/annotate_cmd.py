@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "images_dir",
         metavar="IMAGES_DIR",
-        help="folder of images to annotate (searched recursively)",
+        nargs="?",
+        help="folder of images to annotate (searched recursively); omit with --fiftyone",
     )
     parser.add_argument(
         "--checkpoint",
@@ -26,8 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--classes",
-        default="object",
-        help="comma-separated class names offered for boxes; the first is the default (default: object)",
+        default=None,
+        help="comma-separated class names offered for boxes; the first is the default "
+        "(default: object, or the FiftyOne field's classes)",
+    )
+    parser.add_argument(
+        "--fiftyone",
+        default=None,
+        metavar="DATASET",
+        help="annotate a FiftyOne dataset instead of a folder (labels stored in the dataset)",
+    )
+    parser.add_argument(
+        "--label-field",
+        default="box2mask",
+        help="with --fiftyone: the Detections field holding the labels (default box2mask)",
     )
     parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
     parser.add_argument(
@@ -77,27 +90,45 @@ def run(args) -> int:
     except ValueError as err:
         print(f"box2mask annotate: {err}", file=sys.stderr)
         return 2
-    images_dir = Path(args.images_dir)
-    if not images_dir.is_dir():
-        print(f"box2mask annotate: {images_dir}: no such folder", file=sys.stderr)
+    if (args.images_dir is None) == (args.fiftyone is None):
+        print(
+            "box2mask annotate: give IMAGES_DIR or --fiftyone DATASET (one of them)",
+            file=sys.stderr,
+        )
         return 2
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()]
-    if not classes:
+    classes = [c.strip() for c in (args.classes or "").split(",") if c.strip()]
+    if args.classes is not None and not classes:
         print("box2mask annotate: --classes needs at least one name", file=sys.stderr)
         return 2
 
     from annotator.app import SHORTCUTS_JS, build_app
     from annotator.session import PredictorService
-    from annotator.store import SQLiteStore
     from box2mask import build_predictor
 
-    store_path = Path(args.store) if args.store else images_dir / STORE_NAME
-    store = SQLiteStore(store_path, images_dir)
+    if args.fiftyone:
+        from annotator.fiftyone_store import open_for_annotation
+
+        store, images_dir, dataset_classes = open_for_annotation(args.fiftyone, args.label_field)
+        classes = classes or list(dataset_classes) or ["object"]
+        export_dir = Path.cwd() / "box2mask_export"
+        where = f"FiftyOne dataset {args.fiftyone!r}, field {args.label_field!r}"
+    else:
+        from annotator.store import SQLiteStore
+
+        images_dir = Path(args.images_dir)
+        if not images_dir.is_dir():
+            print(f"box2mask annotate: {images_dir}: no such folder", file=sys.stderr)
+            return 2
+        store_path = Path(args.store) if args.store else images_dir / STORE_NAME
+        store = SQLiteStore(store_path, images_dir)
+        classes = classes or ["object"]
+        export_dir = store_path.parent / "box2mask_export"
+        where = str(store_path)
     if not store.list_images():
         print(f"box2mask annotate: no images (.jpg, .png, ...) in {images_dir}", file=sys.stderr)
         return 2
     service = PredictorService(build_predictor(args.checkpoint, args.device))
-    print(f"model: {service.model_version}; labels saved to {store_path}")
+    print(f"model: {service.model_version}; labels saved to {where}")
     watcher = None
     if args.registry:
         from annotator.model_watch import RegistryWatcher
@@ -112,7 +143,7 @@ def run(args) -> int:
         images_dir=images_dir,
         service=service,
         classes=classes,
-        export_dir=store_path.parent / "box2mask_export",
+        export_dir=export_dir,
     )
     demo.queue(default_concurrency_limit=1)
     try:

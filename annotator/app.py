@@ -187,7 +187,8 @@ def build_app(
 
         def on_load():
             session = AnnotationSession(store, Path(images_dir), service, list(classes))
-            keys = session.image_list("unlabeled") or session.image_list()
+            everything = session.image_list()
+            keys = [k for k in everything if store.image_status(k) != "done"] or everything
             if not keys:
                 raise gr.Error(f"no images found in {images_dir}")
             session.open_image(keys[0])

@@ -118,8 +118,20 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
         small = Image.open(shot).convert("RGB").resize((1050, 750)).quantize(colors=128)
         small.save(REPO / "docs" / "annotator.png", optimize=True)
 
-    page.keyboard.press("a")  # accept (keyboard shortcut)
+    other_tab = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    other_tab.goto(url, wait_until="load")  # opens the first image not done: the same one
+    other_tab.wait_for_selector("#b2m-labels label", timeout=30000)
+    other_tab.click("#b2m-labels label")  # select the label (revision 1)
+
+    page.keyboard.press("a")  # accept (keyboard shortcut): revision 2
     page.wait_for_function("document.querySelector('#b2m-labels').innerText.includes('accepted')")
+    other_tab.click("#b2m-reject")  # based on revision 1: refused, visibly
+    other_tab.wait_for_function(
+        "document.querySelector('#b2m-status').innerText.includes('Refused')"
+    )
+    assert "based on revision 1" in other_tab.inner_text("#b2m-status")
+    assert "accepted" in other_tab.inner_text("#b2m-labels")  # now shows the stored version
+    other_tab.close()
     page.click("#b2m-next")
     page.wait_for_function(
         "document.querySelector('#b2m-image-info').innerText.includes('coffee.png')"
