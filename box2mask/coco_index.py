@@ -107,7 +107,7 @@ def _stream_entries(path) -> Iterator[tuple]:
         events = ijson.parse(f, use_float=True)
         _, event, _ = next(events)
         if event != "start_map":
-            raise CocoFormatError(f"{path}: the top level must be a JSON object, got {event}")
+            raise CocoFormatError("the top level must be a JSON object")
         for prefix, event, value in events:
             if prefix == "" and event == "end_map":
                 for _ in events:  # ijson raises on anything but whitespace after the object
@@ -130,7 +130,7 @@ def _loaded_entries(path) -> Iterator[tuple]:
     with open(path, "rb") as f:
         data = json.load(f)
     if not isinstance(data, dict):
-        raise CocoFormatError(f"{path}: the top level must be a JSON object")
+        raise CocoFormatError("the top level must be a JSON object")
     for key, value in data.items():
         if key in _ARRAYS and isinstance(value, list):
             yield ("array", key, None)
