@@ -52,7 +52,10 @@ def evaluate_model_box_prompts(model, cfg, *, device, model_version: str, progre
     from box2mask.predictor import Box2MaskPredictor
 
     model.eval()
-    predictor = Box2MaskPredictor(model, device=device, model_version=model_version)
+    # the same options as Box2MaskPredictor.from_checkpoint gives this run's last.pt
+    predictor = Box2MaskPredictor(
+        model, device=device, model_version=model_version, image_size=cfg.image_size
+    )
     return evaluate_box_prompts(
         predictor,
         cfg.data_dir,
