@@ -6,6 +6,7 @@ writes, review tags), mask evaluation with per-sample IoU, SQLite <-> FiftyOne r
 """
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,3 +352,24 @@ def test_annotator_session_on_the_fiftyone_store_writes_back_to_the_dataset(env,
     assert len(dets) == 3 and dets[0].tags == ["verified"] and dets[0].revision == 2
     assert pixel_window(dets[2].bounding_box, 64, 48) == (36, 30, 46, 44)
     assert dets[2].mask.shape == (14, 10) and dets[2].source == "model"
+
+
+def test_plugin_operator_segments_the_current_view(env, monkeypatch):
+    import fiftyone.operators as foo
+
+    fo, root, scenes = env
+    plugin_dir = Path(__file__).resolve().parents[1] / "annotator" / "fiftyone_plugin"
+    monkeypatch.setattr(fo.config, "plugins_dir", str(plugin_dir))
+    dataset = _gt_dataset(fo, root, scenes)
+    try:
+        uri = "@box2mask/box2mask/segment_boxes"
+        params = {"boxes_field": "ground_truth", "out_field": "from_plugin"}
+        view = dataset.limit(1)  # the App's current view
+        run = foo.execute_operator(uri, ctx={"dataset": dataset, "view": view, "params": params})
+        assert run.result["done"] == 1 and run.result["failed"] == 0
+        assert len(dataset.exists("from_plugin")) == 1
+        assert len(dataset.first().from_plugin.detections) == 2
+        again = foo.execute_operator(uri, ctx={"dataset": dataset, "view": view, "params": params})
+        assert (again.result["done"], again.result["skipped"]) == (0, 1)
+    finally:
+        dataset.delete()
