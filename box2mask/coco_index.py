@@ -373,20 +373,30 @@ def import_parts(conn: sqlite3.Connection, part_paths) -> None:
 
 # ---------------------------------------------------------------- the work list
 
-_PENDING = (
-    "FROM images WHERE error IS NULL AND idx % ? = ? "
-    "AND idx NOT IN (SELECT image_idx FROM done) "
-    "AND EXISTS (SELECT 1 FROM anns WHERE anns.image_idx = images.idx AND anns.error IS NULL)"
+# The images that still need work, dealt out to `world` shards: sorted by box count (most first),
+# then dealt in snake order (0, 1, ..., w-1, w-1, ..., 0, 0, 1, ...) so shards get similar work.
+# Every rank computes the same deal from the same tables. Parameters: :world, :rank.
+_SHARD = """
+WITH pending AS (
+    SELECT idx, (SELECT COUNT(*) FROM anns
+                 WHERE anns.image_idx = images.idx AND anns.error IS NULL) AS n_boxes
+    FROM images WHERE error IS NULL AND idx NOT IN (SELECT image_idx FROM done)
+), ranked AS (
+    SELECT idx, n_boxes, ROW_NUMBER() OVER (ORDER BY n_boxes DESC, idx) - 1 AS r
+    FROM pending WHERE n_boxes > 0
+), shard AS (
+    SELECT idx, n_boxes FROM ranked
+    WHERE CASE WHEN (r / :world) % 2 = 0 THEN r % :world ELSE :world - 1 - r % :world END = :rank
 )
+"""
 
 
 def count_pending(conn: sqlite3.Connection, rank: int = 0, world_size: int = 1) -> tuple[int, int]:
-    """(images, boxes) still to segment in shard `rank` of `world_size` (images idx % world == rank)."""
-    n_images = conn.execute(f"SELECT COUNT(*) {_PENDING}", (world_size, rank)).fetchone()[0]
-    n_boxes = conn.execute(
-        f"SELECT COUNT(*) FROM anns WHERE error IS NULL AND image_idx IN (SELECT idx {_PENDING})",
-        (world_size, rank),
-    ).fetchone()[0]
+    """(images, boxes) still to segment in shard `rank` of `world_size`."""
+    n_images, n_boxes = conn.execute(
+        _SHARD + "SELECT COUNT(*), COALESCE(SUM(n_boxes), 0) FROM shard",
+        {"world": world_size, "rank": rank},
+    ).fetchone()
     return n_images, n_boxes
 
 
@@ -395,7 +405,9 @@ def iter_pending_images(
 ) -> Iterator[ImageTask]:
     """Images of shard `rank` not done yet that have annotations to segment, in file order."""
     rows = conn.execute(
-        f"SELECT idx, file_name, width, height {_PENDING} ORDER BY idx", (world_size, rank)
+        _SHARD + "SELECT idx, file_name, width, height FROM shard JOIN images USING (idx) "
+        "ORDER BY idx",
+        {"world": world_size, "rank": rank},
     )
     for idx, file_name, width, height in rows:
         anns = [

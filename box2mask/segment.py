@@ -7,9 +7,9 @@ The run, in three steps that a torchrun launch shares out between processes:
 1. `prepare_work_dir` (rank 0): stream IN.json into an on-disk index (`coco_index`) in the work
    folder `OUT.json.partial/`, or, when that folder holds a run of the same input, images folder
    and model, resume it: the images already finished are not redone.
-2. `segment_shard` (every rank): load the shard's images one at a time (images idx % world ==
-   rank), segment all boxes of an image in one `predict` call, append each finished image to the
-   rank's part file. A bad image or box is reported on stderr and recorded, and the run goes on.
+2. `segment_shard` (every rank): load the shard's images one at a time (the pending images dealt
+   out to ranks by box count, `coco_index.iter_pending_images`), segment all boxes of an image in
+   one `predict` call, append each finished image to the rank's part file. A bad image or box is reported on stderr and recorded, and the run goes on.
 3. `finish` (rank 0): merge the part files and write OUT.json atomically (temp + rename) in the
    input's order; then remove the work folder.
 

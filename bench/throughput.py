@@ -1,0 +1,141 @@
+"""Throughput of `box2mask segment`: images/s and boxes/s, 1 vs 2 processes, in one run; one table.
+
+    .venv/bin/python bench/throughput.py [--data ../shared/data/balloon] [--limit 24] [--device cpu]
+
+Input: the first `--limit` images of a COCO dataset (its ground-truth boxes, masks dropped).
+Each configuration runs the real command in fresh processes, one thread per process
+(OMP_NUM_THREADS=1, as torchrun sets it): `box2mask segment` (1 process) and
+`torchrun --nproc-per-node 2 -m annotator.cli segment` (2 processes, gloo on CPU). The fixed cost
+of a run (Python + torch import, indexing, writing the output, process-group start) is measured in
+the same run with the same images and no boxes, and subtracted for the "net" rates:
+scaling efficiency = net time with 1 process / (2 x net time with 2 processes).
+Also: `set_image` and per-box `predict` latency of the predictor in this process (1 thread).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+sys.path.insert(0, str(REPO))
+
+
+def make_input(data: Path, limit: int, folder: Path) -> tuple[Path, Path, int, int]:
+    """Write the boxes-only COCO subset and the same images with no boxes; returns paths, counts."""
+    coco = json.loads((data / "annotations.json").read_text())
+    images = coco["images"][:limit]
+    keep = {im["id"] for im in images}
+    anns = [
+        {k: v for k, v in a.items() if k != "segmentation"}
+        for a in coco["annotations"]
+        if a["image_id"] in keep
+    ]
+    subset = {"images": images, "annotations": anns, "categories": coco.get("categories", [])}
+    boxes, empty = folder / "boxes.json", folder / "empty.json"
+    boxes.write_text(json.dumps(subset))
+    empty.write_text(json.dumps({**subset, "annotations": []}))
+    return boxes, empty, len(images), len(anns)
+
+
+def timed_run(procs: int, images: Path, boxes: Path, out: Path, device: str) -> float:
+    """Wall seconds of one complete segment run with `procs` processes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    args = ["segment", "--images", str(images), "--boxes", str(boxes), "--out", str(out)]
+    args += ["--no-progress", "--device", device]
+    if procs == 1:
+        cmd = [sys.executable, "-m", "annotator.cli", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(procs)]
+        cmd += ["--master-port", str(29600 + os.getpid() % 300), "-m", "annotator.cli", *args]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode not in (0, 1):
+        sys.exit(f"segment failed ({' '.join(cmd)}):\n{result.stderr[-3000:]}")
+    return seconds
+
+
+def predictor_latency(data: Path, boxes: Path, device: str) -> tuple[float, float, str]:
+    """Median set_image ms and median predict ms per box over the images; and the image sizes."""
+    import torch
+
+    import box2mask
+    from box2mask.box_ops import xywh_to_xyxy
+    from box2mask.image_io import load_image
+
+    torch.set_num_threads(1)
+    coco = json.loads(boxes.read_text())
+    by_image = {}
+    for a in coco["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a["bbox"])
+    predictor = box2mask.build_predictor(None, device=device)
+    set_ms, box_ms, sides = [], [], []
+    for im in coco["images"]:
+        if im["id"] not in by_image:
+            continue
+        image = load_image(data / "images" / im["file_name"])
+        sides.append(max(image.shape[:2]))
+        start = time.perf_counter()
+        predictor.set_image(image)
+        set_ms.append(1000 * (time.perf_counter() - start))
+        boxes_xyxy = xywh_to_xyxy(np.array(by_image[im["id"]], dtype=np.float64))
+        start = time.perf_counter()
+        predictor.predict(boxes_xyxy)
+        box_ms.append(1000 * (time.perf_counter() - start) / len(boxes_xyxy))
+    return (
+        statistics.median(set_ms),
+        statistics.median(box_ms),
+        f"long side {min(sides)}-{max(sides)} px",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED / "data" / "balloon")
+    parser.add_argument("--limit", type=int, default=24, help="number of images")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        boxes, empty, n_images, n_boxes = make_input(args.data, args.limit, folder)
+        images = args.data / "images"
+        rows = {}
+        for procs in (1, 2):
+            fixed = timed_run(procs, images, empty, folder / f"empty{procs}.json", args.device)
+            total = timed_run(procs, images, boxes, folder / f"out{procs}.json", args.device)
+            rows[procs] = (total, fixed)
+            print(f"{procs} process(es): {total:.1f} s, fixed {fixed:.1f} s", file=sys.stderr)
+        same = (folder / "out1.json").read_bytes() == (folder / "out2.json").read_bytes()
+        set_ms, box_ms, sides = predictor_latency(args.data, boxes, args.device)
+
+    print(f"{args.data.name}: {n_images} images, {n_boxes} boxes ({sides}), device {args.device}, ")
+    print(
+        f"1 thread per process, {os.cpu_count()} CPU cores; outputs of 1 and 2 processes identical: {same}\n"
+    )
+    print("| processes | wall s | fixed s | images/s | boxes/s | net images/s | net boxes/s |")
+    print("|---|---|---|---|---|---|---|")
+    for procs, (total, fixed) in rows.items():
+        net = max(total - fixed, 1e-9)
+        print(
+            f"| {procs} | {total:.1f} | {fixed:.1f} | {n_images / total:.2f} | {n_boxes / total:.2f} "
+            f"| {n_images / net:.2f} | {n_boxes / net:.2f} |"
+        )
+    net1, net2 = rows[1][0] - rows[1][1], rows[2][0] - rows[2][1]
+    print(f"\nscaling efficiency, 2 processes (net): {net1 / (2 * net2):.2f}")
+    print(f"end to end: {rows[1][0] / (2 * rows[2][0]):.2f}")
+    print(
+        f"predictor in one thread: set_image {set_ms:.1f} ms (median), predict {box_ms:.1f} ms per box (median)"
+    )
+
+
+if __name__ == "__main__":
+    main()
