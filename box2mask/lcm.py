@@ -12,15 +12,28 @@ import torch
 __all__ = ["neighbours", "lcm_affinity", "propagate", "lcm_loss"]
 
 
+def _offsets(dilation: int) -> list[tuple[int, int]]:
+    """The 8 neighbour offsets (dy, dx) at `dilation`, row by row."""
+    d = dilation
+    return [(dy, dx) for dy in (-d, 0, d) for dx in (-d, 0, d) if (dy, dx) != (0, 0)]
+
+
+def _pad(x: torch.Tensor, d: int) -> torch.Tensor:
+    """(..., H, W) -> (..., H + 2d, W + 2d) with replicated borders."""
+    flat = x.reshape(-1, 1, *x.shape[-2:])
+    padded = torch.nn.functional.pad(flat, (d, d, d, d), mode="replicate")
+    return padded.reshape(*x.shape[:-2], *padded.shape[-2:])
+
+
 def neighbours(x: torch.Tensor, dilation: int) -> torch.Tensor:
     """(..., H, W) -> (..., 8, H, W): the 8 neighbours at `dilation` (replicated border)."""
     height, width = x.shape[-2:]
     d = dilation
-    flat = x.reshape(-1, 1, height, width)
-    padded = torch.nn.functional.pad(flat, (d, d, d, d), mode="replicate")
-    shifts = [(dy, dx) for dy in (-d, 0, d) for dx in (-d, 0, d) if (dy, dx) != (0, 0)]
-    stack = [padded[:, 0, d + dy : d + dy + height, d + dx : d + dx + width] for dy, dx in shifts]
-    return torch.stack(stack, dim=1).reshape(*x.shape[:-2], 8, height, width)
+    padded = _pad(x, d)
+    stack = [
+        padded[..., d + dy : d + dy + height, d + dx : d + dx + width] for dy, dx in _offsets(d)
+    ]
+    return torch.stack(stack, dim=-3)
 
 
 def lcm_affinity(image: torch.Tensor, dilation: int = 2, temperature: float = 0.3) -> torch.Tensor:
@@ -47,8 +60,15 @@ def propagate(
     Returns:
         (N, H, W).
     """
+    height, width = probs.shape[-2:]
+    d = dilation
     for _ in range(steps):
-        probs = (neighbours(probs, dilation) * affinity).sum(dim=1)
+        padded = _pad(probs, d)
+        out = torch.zeros_like(probs)
+        for k, (dy, dx) in enumerate(_offsets(d)):  # accumulate: no (N, 8, H, W) stack
+            shifted = padded[..., d + dy : d + dy + height, d + dx : d + dx + width]
+            out = torch.addcmul(out, shifted, affinity[:, k])
+        probs = out
     return probs
 
 

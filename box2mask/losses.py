@@ -125,15 +125,14 @@ class Box2MaskCriterion(nn.Module):
         features = mask_features.float()
         # Detached: the energy trains the masks (each gradient step is one level-set step); if it
         # also reached the features, making them constant inside boxes would zero it for any mask.
-        if cfg.feat_detach:
-            features = features.detach()
-        features = bilateral_smooth(
-            features,
-            image,
-            kernel=cfg.feat_smooth_kernel,
-            sigma_color=cfg.feat_smooth_sigma_color,
-            iters=cfg.feat_smooth_iters,
-        )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not cfg.feat_detach):
+            features = bilateral_smooth(
+                features,
+                image,
+                kernel=cfg.feat_smooth_kernel,
+                sigma_color=cfg.feat_smooth_sigma_color,
+                iters=cfg.feat_smooth_iters,
+            )
         # unit length per pixel: |F - c|^2 lies in [0, 4] whatever the feature scale
         features = F.normalize(features, dim=1)
         affinity = lcm_affinity(image, cfg.lcm_dilation, cfg.lcm_temperature)

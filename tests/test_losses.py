@@ -274,3 +274,12 @@ def test_image_context_shapes():
     assert ctx["affinity"].shape == (2, 8, 8, 16)
     norms = ctx["features"].norm(dim=1)
     torch.testing.assert_close(norms, torch.ones_like(norms))
+
+
+def test_bilateral_smoothing_gradcheck():
+    torch.manual_seed(0)
+    feats = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    guide = torch.randn(1, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda f, g: bilateral_smooth(f, g, kernel=3, iters=2), (feats, guide)
+    )
