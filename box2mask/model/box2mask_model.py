@@ -74,7 +74,9 @@ class Box2MaskModel(nn.Module):
             raise ValueError(f"prompt_boxes has {len(counts)} entries for {batch} images")
         num_prompts = max(counts, default=0)
         # pad every image to the same number of prompts with whole-image boxes (outputs dropped)
-        padded = mask_features.new_tensor([0.0, 0.0, width, height]).repeat(batch, num_prompts, 1)
+        # float32 even under autocast: box coordinates in bf16 would be off by pixels
+        whole = torch.tensor([0.0, 0.0, width, height], device=mask_features.device)
+        padded = whole.repeat(batch, num_prompts, 1)
         for b, n in enumerate(counts):
             if n:
                 padded[b, :n] = prompt_boxes[b].to(padded)

@@ -144,7 +144,7 @@ class MaskedAttentionDecoder(nn.Module):
             h, w = feat.shape[-2:]
             sizes.append((h, w))
             memories.append(feat.flatten(2).transpose(1, 2) + self.level_embed.weight[level])
-            pos = feature_position_embedding(h, w, feat.shape[1], feat.device, feat.dtype)
+            pos = feature_position_embedding(h, w, feat.shape[1], feat.device, torch.float32)
             memory_pos.append(pos[None].expand(batch, -1, -1))
 
         tgt = torch.cat(
