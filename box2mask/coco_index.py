@@ -459,6 +459,16 @@ def write_coco(conn: sqlite3.Connection, out_path) -> None:
         raise RuntimeError(f"{missing} annotations have no result yet; cannot write the output")
     out_path = Path(out_path)
     tmp = out_path.with_name(out_path.name + ".tmp")
+    try:
+        _write_stream(conn, tmp)
+        os.replace(tmp, out_path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_stream(conn: sqlite3.Connection, tmp: Path) -> None:
+    """Write the merged COCO JSON to `tmp`, one record per line, and fsync it."""
     with open(tmp, "w", encoding="utf-8") as f:
         f.write("{")
         tops = conn.execute("SELECT key, value FROM top ORDER BY pos").fetchall()
@@ -484,4 +494,3 @@ def write_coco(conn: sqlite3.Connection, out_path) -> None:
         f.write("\n}\n")
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, out_path)

@@ -234,7 +234,13 @@ def finish(conn, work: WorkDir, out_path) -> int:
     pending_images, _ = coco_index.count_pending(conn)
     if pending_images:
         raise SegmentError(f"{pending_images} images were not segmented; rerun to finish them")
-    coco_index.write_coco(conn, out_path)
+    try:
+        coco_index.write_coco(conn, out_path)
+    except OSError as err:  # e.g. disk full: the finished work stays in the work folder
+        raise SegmentError(
+            f"cannot write {out_path}: {err}; the finished work is kept in {work.root}, "
+            "rerun the same command to write it"
+        ) from None
     failed = coco_index.count_failures(conn)
     conn.close()
     shutil.rmtree(work.root, ignore_errors=True)
@@ -383,7 +389,7 @@ def run(args) -> int:
             max_pixels=args.max_pixels,
             progress=not args.no_progress,
         )
-    except SegmentError as err:
+    except (SegmentError, OSError) as err:  # OSError: e.g. disk full while writing a part file
         print(f"box2mask segment: error: {err}", file=sys.stderr)
         return 2
     finally:

@@ -156,6 +156,26 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
     assert code == 2 and "CUDA is not available" in err
 
 
+def test_disk_full_while_writing_keeps_the_work_and_a_rerun_finishes(tmp_path, capsys, monkeypatch):
+    from box2mask import coco_index
+
+    boxes = make_dataset(tmp_path, n_images=2)
+    out = tmp_path / "out.json"
+
+    def disk_full(conn, tmp):
+        tmp.write_text('{"images": [')
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(coco_index, "_write_stream", disk_full)
+    code, err = run_cli(tmp_path, boxes, out, capsys)
+    assert code == 2 and "No space left on device" in err and "rerun the same command" in err
+    assert not out.exists() and not (tmp_path / "out.json.tmp").exists()
+    monkeypatch.undo()
+    code, err = run_cli(tmp_path, boxes, out, capsys)
+    assert code == 0 and "2 images already done" in err  # nothing is segmented twice
+    assert all("segmentation" in a for a in json.loads(out.read_text())["annotations"])
+
+
 def _segment_cmd(tmp_path, boxes, out):
     return [
         sys.executable, "-m", "annotator.cli", "segment", "--images", str(tmp_path / "images"),
