@@ -235,3 +235,39 @@ def test_torchrun_two_processes_equal_one_process(reference):
     result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sharded.read_bytes() == reference_out.read_bytes()
+
+
+def _rank_pid(launcher_pid: int, rank: int) -> int | None:
+    """The pid of the torchrun worker with RANK=rank (a child of the launcher), if started."""
+    for children in Path(f"/proc/{launcher_pid}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            try:
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if f"RANK={rank}".encode() in environ:
+                return int(pid)
+    return None
+
+
+@pytest.mark.slow
+def test_killed_rank_is_redone_on_rerun(reference):
+    folder, boxes, reference_out = reference
+    out = folder / "rank_killed.json"
+    part = folder / "rank_killed.json.partial" / "parts" / "rank00001.jsonl"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    torchrun += ["--master-port", str(29700 + os.getpid() % 200)]
+    cmd = torchrun + _segment_cmd(folder, boxes, out)[1:]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (part.exists() and part.read_bytes().count(b"\n")):
+        time.sleep(0.005)
+    pid = _rank_pid(proc.pid, rank=1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert proc.wait(timeout=120) != 0 and not out.exists()
+
+    rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "images already done" in rerun.stderr
+    assert out.read_bytes() == reference_out.read_bytes()
