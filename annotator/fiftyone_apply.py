@@ -82,8 +82,7 @@ def evaluate_masks(samples, *, pred_field: str, gt_field: str, key: str = "eval_
 
     Returns {"map": mask mAP, "mean_iou": mean over predictions, "pairs": how many}.
     """
-    gt_masks = samples.exists(f"{gt_field}.detections.mask")
-    if len(gt_masks) == 0:
+    if samples.count(f"{gt_field}.detections.mask") == 0:
         raise ValueError(
             f"field {gt_field!r} has no masks: mask evaluation needs ground-truth masks"
         )

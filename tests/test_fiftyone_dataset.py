@@ -240,6 +240,21 @@ def test_evaluate_writes_per_sample_iou_that_matches_fiftyone(env, applied):
     assert worst.reload() is None and worst.ev_mean_iou == pytest.approx(0.0)
 
 
+def test_cli_evaluate_reports_and_names_missing_masks(env, applied, capsys):
+    from annotator.cli import main
+
+    dataset, _, _ = applied
+    argv = ["fiftyone", "evaluate", "--dataset", dataset.name, "--eval-key", "cli"]
+    assert main(argv + ["--pred", "box2mask", "--gt", "ground_truth"]) == 0
+    out = capsys.readouterr().out
+    assert "mean mask IoU" in out and "sort_by('cli_mean_iou')" in out
+    assert dataset.exists("cli_mean_iou") is not None and len(dataset.exists("cli_mean_iou")) == 2
+    dataset.clone_sample_field("ground_truth", "boxes_only")
+    dataset.set_values("boxes_only.detections.mask", [[None] * 2, [None]])
+    assert main(argv + ["--pred", "box2mask", "--gt", "boxes_only"]) == 2
+    assert "'boxes_only' has no masks" in capsys.readouterr().err
+
+
 def test_sqlite_fiftyone_coco_round_trips_are_lossless(env, tmp_path):
     from annotator.fiftyone_store import FiftyOneStore
     from annotator.fiftyone_transfer import copy_labels
