@@ -1,7 +1,7 @@
 """An on-disk index of a COCO instances file, so any number of images is processed in flat memory.
 
 A COCO file lists annotations in any order and may be larger than memory, while segmenting needs
-each image's annotations together. `build_index` streams the file once (ijson) into SQLite;
+each image's annotations together. `build_index` streams the file once (`coco_stream`) into SQLite;
 afterwards images are visited one at a time (`iter_pending_images`), finished images are appended
 to per-process part files (`PartWriter`, one JSON line per image, safe against SIGKILL), and
 `write_coco` writes the output in the input's order: every top-level entry and every record kept,
@@ -23,6 +23,8 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from box2mask.coco_stream import ARRAYS, CocoFormatError, loaded_entries, stream_entries
 
 __all__ = [
     "CocoFormatError",
@@ -49,11 +51,6 @@ CREATE TABLE anns (ord INTEGER PRIMARY KEY, id_key TEXT, image_key TEXT, categor
 CREATE TABLE results (ord INTEGER PRIMARY KEY, segmentation TEXT, score REAL, error TEXT);
 CREATE TABLE done (image_idx INTEGER PRIMARY KEY);
 """
-_ARRAYS = ("images", "annotations")
-
-
-class CocoFormatError(ValueError):
-    """A COCO file that cannot be used at all (malformed JSON, not an object, no images list)."""
 
 
 @dataclass
@@ -74,70 +71,6 @@ def file_sha256(path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-# ---------------------------------------------------------------- reading the COCO file
-
-
-def _build_value(events, event, value):
-    """Consume ijson events of one JSON value starting at (event, value); return the value."""
-    import ijson
-
-    builder = ijson.ObjectBuilder()
-    depth = 0
-    while True:
-        builder.event(event, value)
-        if event in ("start_map", "start_array"):
-            depth += 1
-        elif event in ("end_map", "end_array"):
-            depth -= 1
-        if depth == 0:
-            return builder.value
-        _, event, value = next(events)
-
-
-def _stream_entries(path) -> Iterator[tuple]:
-    """Yield ("top", key, value), ("array", key, None) and ("images"|"annotations", None, item).
-
-    Streams with ijson: memory holds one record at a time.
-    """
-    import ijson
-
-    with open(path, "rb") as f:
-        events = ijson.parse(f, use_float=True)
-        _, event, _ = next(events)
-        if event != "start_map":
-            raise CocoFormatError("the top level must be a JSON object")
-        for prefix, event, value in events:
-            if prefix == "" and event == "end_map":
-                for _ in events:  # ijson raises on anything but whitespace after the object
-                    pass
-                return
-            key = value  # a top-level map_key
-            _, event, value = next(events)
-            if key in _ARRAYS and event == "start_array":
-                yield ("array", key, None)
-                for _, event, value in events:
-                    if event == "end_array":
-                        break
-                    yield (key, None, _build_value(events, event, value))
-            else:
-                yield ("top", key, _build_value(events, event, value))
-
-
-def _loaded_entries(path) -> Iterator[tuple]:
-    """The same entries from Python's json module (accepts NaN/Infinity; reads the whole file)."""
-    with open(path, "rb") as f:
-        data = json.load(f)
-    if not isinstance(data, dict):
-        raise CocoFormatError("the top level must be a JSON object")
-    for key, value in data.items():
-        if key in _ARRAYS and isinstance(value, list):
-            yield ("array", key, None)
-            for item in value:
-                yield (key, None, item)
-        else:
-            yield ("top", key, value)
 
 
 def _check_image(record, idx: int) -> str | None:
@@ -206,7 +139,7 @@ def _fill_index(conn: sqlite3.Connection, entries: Iterator[tuple]) -> None:
                 ),
             )
             n_anns += 1
-    for key in _ARRAYS:
+    for key in ARRAYS:
         if key not in seen_arrays:
             raise CocoFormatError(f"'{key}' is missing or is not a list")
 
@@ -285,7 +218,7 @@ def build_index(coco_path, index_path, fingerprint: dict) -> list[str]:
 
     index_path = Path(index_path)
     tmp = index_path.with_name(index_path.name + ".tmp")
-    for reader in (_stream_entries, _loaded_entries):
+    for reader in (stream_entries, loaded_entries):
         tmp.unlink(missing_ok=True)
         conn = sqlite3.connect(tmp)
         conn.executescript(_SCHEMA)
