@@ -142,8 +142,6 @@ class AnnotationSession:
         self.image = load_image(path)
         self.image_key = image_key
         self.service.prepare(image_key, self.image)
-        self.undo_stack.clear()
-        self.redo_stack.clear()
         self._load_labels()
 
     def step_image(self, step: int, status_filter: str = "all") -> str | None:
@@ -192,7 +190,10 @@ class AnnotationSession:
             elif before[4] != new[j][4]:
                 self._write(key, replace(self.slots[key].label, class_name=new[j][4]))
         self.order = [slot_of_new[j] for j in range(len(new))]
-        self._predict(to_predict)
+        try:
+            self._predict(to_predict)
+        finally:  # a box whose decode or save failed is not shown as a label
+            self.order = [k for k in self.order if self.slots[k].label is not None]
         if to_predict:
             self.selected = self.order.index(to_predict[-1])
         elif self.selected is not None and self.selected >= len(self.order):
@@ -317,8 +318,13 @@ class AnnotationSession:
         return (int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)), name)
 
     def _load_labels(self) -> None:
-        """(Re)read the open image's labels from the store; masks decoded once here."""
+        """(Re)read the open image's labels from the store; masks decoded once here.
+
+        The undo history is dropped: it refers to the slots being replaced.
+        """
         self.slots, self.order, self.selected = {}, [], None
+        self.undo_stack.clear()
+        self.redo_stack.clear()
         for key, label in enumerate(self.store.labels(self.image_key)):
             x0, y0, x1, y1 = label.box_xyxy
             shown = (
