@@ -44,10 +44,13 @@ class LevelSetConfig:
     margin_frac: float = 0.25  # ring width outside the box, as a fraction of the box side
     margin_px: float = 6.0  # plus this many image pixels
     bins: int = 8  # colour histogram levels per Lab channel (bins^3 bins in all)
+    chroma_range: float = 64.0  # a and b are binned over 128 +- this (OpenCV 8-bit Lab units)
     hist_prior: float = 0.5  # pseudo-count added to every histogram bin
     steps: int = 20  # evolution steps K; 0 returns the filled box
     step_size: float = 1.0  # weight of the region force added to phi per step
-    init_logit: float = 2.0  # phi of the filled box at the start: the box prior's strength
+    init_logit: float = 2.0  # phi at the box centre at the start: the box prior's strength
+    init_power: float = 2.0  # starting shape |u|^p + |v|^p < 1: 2 = inscribed ellipse, large = box
+    inner_background: float = 1.0  # weight of the box's current background in the bg histogram
     force_clip: float = 3.0  # |log-likelihood ratio| is clipped to this
     force_sigma: float = 1.0  # Gaussian smoothing of the region force, grid pixels
     smoothing: float = 1.0  # Gaussian regularisation of phi per step, grid pixels (0 = none)
@@ -78,7 +81,11 @@ class LevelSetSegmenter:
                 f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
             )
         lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)  # all channels 0..255
-        coords = lab * (self.config.bins / 256.0)
+        bins, chroma = self.config.bins, self.config.chroma_range
+        coords = np.empty_like(lab)
+        coords[..., 0] = lab[..., 0] * (bins / 256.0)
+        # a, b: `bins` levels over 128 +- chroma_range, neutral grey in the middle of a level
+        coords[..., 1:] = (lab[..., 1:] - 128.0) * (bins / (2.0 * chroma)) + (bins - 1) / 2.0
         ones = np.ones(image.shape[:2] + (1,), dtype=np.float32)
         stacked = np.concatenate([coords, ones], axis=2).transpose(2, 0, 1)[None]
         self._features = torch.from_numpy(np.ascontiguousarray(stacked)).to(self.device)
@@ -129,7 +136,11 @@ class LevelSetSegmenter:
         box_masks = box_masks_from_boxes(grid_boxes, cfg.grid_size, cfg.grid_size) > 0.5
         ring = valid & ~box_masks
         pins = self._pins(boxes_t, grid_boxes, points, point_labels, cfg)
-        phi = evolve_region_competition(bin_index, box_masks, ring, pins, cfg)
+        if cfg.steps == 0:
+            phi = torch.where(box_masks, cfg.init_logit, -cfg.phi_clip)
+        else:
+            phi = box_prior(grid_boxes, cfg.grid_size, cfg)
+            phi = evolve_region_competition(phi, bin_index, box_masks, ring, pins, cfg)
         final = self._clean(phi, box_masks, pins, cfg)
         scores = _quality_score(final, bin_index, box_masks, ring, cfg)
         if cfg.steps == 0:
@@ -232,10 +243,29 @@ def _smooth_in_box(x, box_masks, sigma):
     return gaussian_blur(x * box, sigma) / gaussian_blur(box, sigma).clamp_min(1e-6)
 
 
-def evolve_region_competition(bin_index, box_masks, ring, pins, cfg: LevelSetConfig):
+def box_prior(grid_boxes: torch.Tensor, size: int, cfg: LevelSetConfig) -> torch.Tensor:
+    """The starting level set: init_logit * (1 - r^p) inside each box, -phi_clip outside.
+
+    r is the normalised "superellipse radius" |u|^p + |v|^p with u, v in [-1, 1] across the box:
+    p = 2 gives the inscribed ellipse (positive inside it, negative in the corners), a large p
+    approaches the filled box. (N, S, S) float.
+    """
+    centres = torch.arange(size, device=grid_boxes.device, dtype=torch.float32) + 0.5
+    half = ((grid_boxes[:, 2:] - grid_boxes[:, :2]) / 2).clamp_min(0.5)  # (N, 2)
+    mid = (grid_boxes[:, :2] + grid_boxes[:, 2:]) / 2
+    u = ((centres[None] - mid[:, 0:1]) / half[:, 0:1]).abs() ** cfg.init_power  # (N, S)
+    v = ((centres[None] - mid[:, 1:2]) / half[:, 1:2]).abs() ** cfg.init_power
+    radius = v[:, :, None] + u[:, None, :]
+    phi = cfg.init_logit * (1.0 - radius).clamp(-1.0, 1.0)
+    box_masks = box_masks_from_boxes(grid_boxes, size, size) > 0.5
+    return torch.where(box_masks, phi, -cfg.phi_clip)
+
+
+def evolve_region_competition(phi, bin_index, box_masks, ring, pins, cfg: LevelSetConfig):
     """Evolve phi (N, S, S) by the histogram region competition of the module docstring.
 
     Args:
+        phi: (N, S, S) starting level set (`box_prior`).
         bin_index: (N, S, S) long colour bin of every grid pixel.
         box_masks: (N, S, S) bool, the box on the grid; ring: (N, S, S) bool background sample.
         pins: None or (N, S, S) float in {-1, 0, 1}: clicked object/background pixels.
@@ -244,17 +274,17 @@ def evolve_region_competition(bin_index, box_masks, ring, pins, cfg: LevelSetCon
     """
     num_bins = cfg.bins**3
     n = bin_index.shape[0]
-    phi = torch.where(box_masks, cfg.init_logit, -cfg.phi_clip).float()
-    if pins is not None:
-        phi = torch.where(pins != 0, pins * cfg.phi_clip, phi)
+    box = box_masks.float()
     ring_weights = ring.float()
     if pins is not None:  # negative clicks sample the background too
+        phi = torch.where(pins != 0, pins * cfg.phi_clip, phi)
         ring_weights = ring_weights + (pins < 0).float()
-    log_bg = torch.log(_histograms(bin_index, ring_weights, num_bins, cfg.hist_prior))
     flat_index = bin_index.view(n, -1)
     for _ in range(cfg.steps):
-        weights = torch.sigmoid(phi) * box_masks
-        log_fg = torch.log(_histograms(bin_index, weights, num_bins, cfg.hist_prior))
+        inside = torch.sigmoid(phi) * box
+        log_fg = torch.log(_histograms(bin_index, inside, num_bins, cfg.hist_prior))
+        outside = ring_weights + cfg.inner_background * (box - inside)
+        log_bg = torch.log(_histograms(bin_index, outside, num_bins, cfg.hist_prior))
         ratio = torch.gather(log_fg - log_bg, 1, flat_index).view_as(phi)
         force = _smooth_in_box(
             ratio.clamp(-cfg.force_clip, cfg.force_clip), box_masks, cfg.force_sigma

@@ -1,0 +1,225 @@
+"""Box -> mask quality on a dataset with ground-truth masks: one table, all methods in one run.
+
+    python bench/quality.py --data ../shared/data/balloon [--split val|train|all] [--limit N]
+                            [--checkpoint CKPT ...] [--methods box,grabcut_image,grabcut_crop,default]
+
+Prompts are the ground-truth boxes (the tight box of each GT mask). Columns: mIoU, boundary F at
+2 px, mIoU by COCO size (small < 32^2, medium < 96^2, large, by GT mask area), median ms per
+box (a vectorised method's set_image + predict time is shared by its boxes), and the Spearman
+correlation of the method's score with the true IoU (how well the score ranks masks).
+
+`evaluate_predictor(predictor, dataset_dir, split)` computes one row; `box2mask eval` uses it.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from box2mask.image_io import load_image
+from box2mask.metrics import MaskQualityEvaluator
+
+METHODS = ("box", "grabcut_image", "grabcut_crop", "default")
+
+
+class FilledBox:
+    """Baseline: the filled box itself (score 1)."""
+
+    model_version = "filled-box"
+
+    def set_image(self, image):
+        self._size = image.shape[:2]
+
+    def predict(self, boxes_xyxy):
+        height, width = self._size
+        masks = np.zeros((len(boxes_xyxy), height, width), dtype=bool)
+        for i, (x0, y0, x1, y1) in enumerate(np.round(boxes_xyxy).astype(int)):
+            masks[i, y0:y1, x0:x1] = True
+        return masks, np.ones(len(boxes_xyxy), dtype=np.float32)
+
+
+class GrabCut:
+    """Baseline: OpenCV GrabCut (GC_INIT_WITH_RECT) per box, on the whole image or on a crop
+    around the box grown by `crop_frac` x box size + `crop_px` on every side (crop=True)."""
+
+    def __init__(self, crop: bool, iterations: int = 5, crop_frac=0.25, crop_px=10):
+        self.crop, self.iterations = crop, iterations
+        self.crop_frac, self.crop_px = crop_frac, crop_px
+        self.model_version = "grabcut-crop" if crop else "grabcut-image"
+
+    def set_image(self, image):
+        self._bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+    def _one(self, box):
+        height, width = self._bgr.shape[:2]
+        x0, y0, x1, y1 = np.round(box).astype(int)
+        cx0, cy0, cx1, cy1 = 0, 0, width, height
+        if self.crop:
+            mx = int(self.crop_frac * (x1 - x0) + self.crop_px)
+            my = int(self.crop_frac * (y1 - y0) + self.crop_px)
+            cx0, cy0 = max(x0 - mx, 0), max(y0 - my, 0)
+            cx1, cy1 = min(x1 + mx, width), min(y1 + my, height)
+        patch = np.ascontiguousarray(self._bgr[cy0:cy1, cx0:cx1])
+        gc_mask = np.zeros(patch.shape[:2], dtype=np.uint8)
+        rect = (x0 - cx0, y0 - cy0, max(x1 - x0, 1), max(y1 - y0, 1))
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        full = np.zeros((height, width), dtype=bool)
+        try:
+            cv2.grabCut(patch, gc_mask, rect, bgd, fgd, self.iterations, cv2.GC_INIT_WITH_RECT)
+        except cv2.error:  # degenerate crop (e.g. no background pixels): the box itself
+            full[y0:y1, x0:x1] = True
+            return full
+        full[cy0:cy1, cx0:cx1] = (gc_mask == cv2.GC_FGD) | (gc_mask == cv2.GC_PR_FGD)
+        return full
+
+    def predict(self, boxes_xyxy):
+        masks = np.stack([self._one(b) for b in boxes_xyxy]) if len(boxes_xyxy) else None
+        return masks, np.ones(len(boxes_xyxy), dtype=np.float32)
+
+
+def load_dataset(dataset_dir, split: str = "all", limit: int | None = None):
+    """[(image path, [(GT mask (H, W) bool, tight box XYXY)])] for the images of a COCO dataset."""
+    dataset_dir = Path(dataset_dir)
+    ann_path = dataset_dir / "annotations.json"
+    if not ann_path.is_file():
+        raise FileNotFoundError(f"{ann_path}: no such file (expected a COCO annotations.json)")
+    coco = json.loads(ann_path.read_text())
+    images = [im for im in coco["images"] if split == "all" or im.get("split") == split]
+    images = sorted(images, key=lambda im: im["id"])[:limit]
+    by_image = {}
+    for ann in coco["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    items = []
+    for im in images:
+        instances = []
+        for ann in by_image.get(im["id"], []):
+            rle = ann["segmentation"]
+            if isinstance(rle, list):  # polygons
+                rle = mask_utils.merge(mask_utils.frPyObjects(rle, im["height"], im["width"]))
+            gt = mask_utils.decode(rle).astype(bool)
+            ys, xs = np.nonzero(gt)
+            if len(xs) == 0:
+                continue
+            box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
+            instances.append((gt, box))
+        items.append((dataset_dir / "images" / im["file_name"], instances))
+    return items
+
+
+def _spearman(a, b) -> float:
+    from scipy.stats import spearmanr
+
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def evaluate_predictors(predictors: dict, dataset_dir, split="all", limit=None, progress=True):
+    """Run every predictor over the dataset once; returns {name: row dict}.
+
+    Each row: miou, boundary_f, miou_small/medium/large, count(_*), ms_per_box (median),
+    score_spearman (score vs IoU). Predictors follow the box2mask predictor interface.
+    """
+    from tqdm import tqdm
+
+    items = load_dataset(dataset_dir, split=split, limit=limit)
+    evaluators = {name: MaskQualityEvaluator() for name in predictors}
+    times = {name: [] for name in predictors}
+    scores = {name: [] for name in predictors}
+    for path, instances in tqdm(items, desc=f"{Path(dataset_dir).name}", disable=not progress):
+        if not instances:
+            continue
+        image = load_image(path)
+        boxes = np.stack([box for _, box in instances])
+        for name, predictor in predictors.items():
+            start = time.perf_counter()
+            predictor.set_image(image)
+            masks, box_scores = predictor.predict(boxes)
+            elapsed_ms = (time.perf_counter() - start) * 1000
+            times[name].extend([elapsed_ms / len(boxes)] * len(boxes))
+            scores[name].extend(np.asarray(box_scores, dtype=np.float64).tolist())
+            for mask, (gt, _) in zip(masks, instances, strict=True):
+                evaluators[name].process(mask, gt)
+    rows = {}
+    for name, evaluator in evaluators.items():
+        row = evaluator.summarize()
+        row["ms_per_box"] = float(np.median(times[name])) if times[name] else float("nan")
+        row["score_spearman"] = _spearman(np.array(scores[name]), np.array(evaluator.ious))
+        rows[name] = row
+    return rows
+
+
+def evaluate_predictor(predictor, dataset_dir, split="all", limit=None, progress=True) -> dict:
+    """One row (see `evaluate_predictors`) for one predictor."""
+    return evaluate_predictors({"model": predictor}, dataset_dir, split, limit, progress)["model"]
+
+
+def format_table(rows: dict) -> str:
+    """A Markdown table of `evaluate_predictors` rows."""
+    lines = [
+        "| method | mIoU | boundary F (2 px) | mIoU small | mIoU medium | mIoU large "
+        "| ms / box (median) | score-IoU Spearman |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def fmt(value, digits=3):
+        return "-" if value != value else f"{value:.{digits}f}"  # NaN -> "-"
+
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {fmt(r['miou'])} | {fmt(r['boundary_f'])} | {fmt(r['miou_small'])} "
+            f"({r['count_small']}) | {fmt(r['miou_medium'])} ({r['count_medium']}) | "
+            f"{fmt(r['miou_large'])} ({r['count_large']}) | {fmt(r['ms_per_box'], 1)} | "
+            f"{fmt(r['score_spearman'], 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", required=True, help="dataset folder: annotations.json + images/")
+    parser.add_argument("--split", default="all", choices=["all", "train", "val"])
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images (by id)")
+    parser.add_argument("--checkpoint", nargs="*", default=[], help="trained models to add")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated baselines to run, from {','.join(METHODS)} (default: all)",
+    )
+    parser.add_argument("--device", default="cpu", help="device for the default and checkpoints")
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+
+    from box2mask import build_predictor
+
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    makers = {
+        "box": lambda: ("filled box", FilledBox()),
+        "grabcut_image": lambda: ("GrabCut, whole image", GrabCut(crop=False)),
+        "grabcut_crop": lambda: ("GrabCut, crop (x0.25 + 10 px)", GrabCut(crop=True)),
+        "default": lambda: ("embedded default (level set)", build_predictor(None, args.device)),
+    }
+    predictors = dict(makers[m]() for m in methods)
+    for ckpt in args.checkpoint:
+        predictors[f"checkpoint {Path(ckpt).name}"] = build_predictor(ckpt, device=args.device)
+    rows = evaluate_predictors(predictors, args.data, split=args.split, limit=args.limit)
+    count = next(iter(rows.values()))["count"] if rows else 0
+    print(f"\n{Path(args.data).name}, split {args.split}, {count} boxes (GT tight boxes)\n")
+    print(format_table(rows))
+    if args.json:
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(rows, indent=2))
+        tmp.replace(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
