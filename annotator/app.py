@@ -6,6 +6,7 @@ store and the model (PredictorService) are shared. Every event that may call the
 """
 
 import functools
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
@@ -252,17 +253,17 @@ def build_app(
         )
 
         def on_export(session, only_verified):
-            out = Path(tempfile.mkdtemp(prefix="box2mask-export-"))
-            for target in (out, export_dir):
-                coco = export_coco(store, target / "coco.json", images_dir, classes, only_verified)
-                stats = export_yolo(store, target / "yolo", images_dir, classes, only_verified)
-            files = [str(out / "coco.json"), str(out / "yolo" / "classes.txt")]
+            coco = export_coco(store, export_dir / "coco.json", images_dir, classes, only_verified)
+            stats = export_yolo(store, export_dir / "yolo", images_dir, classes, only_verified)
+            download = Path(tempfile.mkdtemp(prefix="box2mask-export-"))  # Gradio serves from here
+            shutil.copy(export_dir / "coco.json", download / "coco.json")
+            yolo_zip = shutil.make_archive(str(download / "yolo"), "zip", export_dir / "yolo")
             note = (
                 f"Exported {len(coco['annotations'])} labels to {export_dir}/coco.json and "
                 f"{stats['objects']} polygons to {export_dir}/yolo/ "
                 f"({stats['skipped_no_mask']} labels without a mask skipped in YOLO)."
             )
-            return files, note
+            return [str(download / "coco.json"), yolo_zip], note
 
         export_btn.click(on_export, [state, verified_only], [export_files, message])
 

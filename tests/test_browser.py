@@ -118,18 +118,26 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
         small = Image.open(shot).convert("RGB").resize((1050, 750)).quantize(colors=128)
         small.save(REPO / "docs" / "annotator.png", optimize=True)
 
+    # brush: B switches to erase, a click in the zoomed view erases a disc at the box centre
+    page.keyboard.press("b")
+    page.wait_for_function("document.querySelector('input[value=erase]').checked")
+    page.locator("#b2m-crop img").click()  # the centre of the view = the centre of the crop
+    page.wait_for_function("document.querySelector('#b2m-labels').innerText.includes('corrected')")
+
     other_tab = chromium.new_page(viewport={"width": 1400, "height": 1000})
     other_tab.goto(url, wait_until="load")  # opens the first image not done: the same one
     other_tab.wait_for_selector("#b2m-labels label", timeout=30000)
-    other_tab.click("#b2m-labels label")  # select the label (revision 1)
+    other_tab.click("#b2m-labels label")  # select the label (revision 2, after the brush)
 
-    page.keyboard.press("a")  # accept (keyboard shortcut): revision 2
+    page.keyboard.press("a")  # accept (keyboard shortcut): revision 3
     page.wait_for_function("document.querySelector('#b2m-labels').innerText.includes('accepted')")
-    other_tab.click("#b2m-reject")  # based on revision 1: refused, visibly
+    other_tab.click("#b2m-reject")  # based on revision 2: refused, visibly
     other_tab.wait_for_function(
         "document.querySelector('#b2m-status').innerText.includes('Refused')"
     )
-    assert "based on revision 1" in other_tab.inner_text("#b2m-status")
+    assert "at revision 3 but this edit was based on revision 2" in other_tab.inner_text(
+        "#b2m-status"
+    )
     assert "accepted" in other_tab.inner_text("#b2m-labels")  # now shows the stored version
     other_tab.close()
     page.click("#b2m-next")
@@ -140,11 +148,12 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
     store = SQLiteStore(images / "box2mask_labels.sqlite", images)
     (label,) = store.labels("chelsea.png")
     store.close()
-    assert label.verified and label.source == "model" and label.class_name == "cat"
+    assert label.verified and label.source == "human-corrected" and label.class_name == "cat"
     assert label.model_version == "levelset-default-1"
     assert all(abs(a - b) <= 2 for a, b in zip(label.box_xyxy, box, strict=True))
     mask = decode_rle(label.mask_rle)
     assert mask.shape == (ih, iw) and 0.2 < mask[20:240, 140:330].mean() and not mask[:, :130].any()
+    assert not mask[127:135, 231:239].any()  # erased by the brush (crop centre = (235, 131))
 
     page.click("text=Export / import")
     page.click("#b2m-export")
