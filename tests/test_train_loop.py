@@ -141,10 +141,14 @@ def test_resume_continues_the_step_count_exactly(shapes, tmp_path):
     train(tiny_config(shapes, straight, iterations=6), progress=False)
     train(tiny_config(shapes, split, iterations=6), progress=False, stop_at_step=3)
     assert load_checkpoint(split / "last.pt")["extra"]["step"] == 3
+    with open(split / "metrics.jsonl", "a") as handle:  # logged after the checkpoint, then killed
+        handle.write(json.dumps({"step": 4, "loss": 123.0}) + "\n")
     from annotator.cli import main
 
     assert main(["train", "--out", str(split), "--resume"]) == 0
-    assert [r["step"] for r in read_metrics(split)] == [1, 2, 3, 4, 5, 6]
+    rows = read_metrics(split)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]  # the stale step-4 line was dropped
+    assert rows[3]["loss"] != 123.0
     a = load_checkpoint(straight / "last.pt")
     b = load_checkpoint(split / "last.pt")
     assert b["extra"]["step"] == 6

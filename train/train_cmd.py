@@ -56,36 +56,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _resolve_config(args):
-    """The run's TrainConfig and the checkpoint to resume from (or None)."""
+    """The run's TrainConfig and the checkpoint to resume from (or None).
+
+    Precedence: dataclass defaults < --config file < --set < --data/--split/--out/--backbone-weights.
+    With --resume the config saved in OUT/last.pt replaces the defaults and the file.
+    """
     from box2mask.checkpoint import load_checkpoint
-    from train.config import apply_overrides, config_from_flat, load_config, parse_set_args
+    from train.config import (
+        ConfigError,
+        apply_overrides,
+        config_from_flat,
+        load_config,
+        parse_set_args,
+    )
 
     overrides = parse_set_args(args.set)
+    cli = {}
+    if args.data:
+        cli["data_dir"] = args.data
+    if args.split is not None:
+        cli["train_split"] = args.split
+    if args.out:
+        cli["out_dir"] = args.out
+    if args.backbone_weights:
+        cli["model.backbone_weights"] = args.backbone_weights
     if args.resume:
-        out_dir = Path(args.out or "runs/box2mask")
-        last = out_dir / "last.pt"
+        if args.config:
+            raise ConfigError("--resume uses the config saved in last.pt; change fields with --set")
+        last = Path(args.out or "runs/box2mask") / "last.pt"
         if not last.is_file():
-            raise SystemExit(f"--resume: {last} does not exist (nothing to resume)")
+            raise ConfigError(f"--resume: {last} does not exist (nothing to resume)")
         ckpt = load_checkpoint(last)
         cfg = config_from_flat(ckpt["config"], source=str(last))
-        return apply_overrides(cfg, overrides, source="--set"), ckpt
-    cfg = load_config(args.config, overrides)
-    extra = {}
-    if args.data:
-        extra["data_dir"] = args.data
-    if args.split is not None:
-        extra["train_split"] = args.split
-    if args.out:
-        extra["out_dir"] = args.out
-    if args.backbone_weights:
-        extra["model.backbone_weights"] = args.backbone_weights
-    cfg = apply_overrides(cfg, extra, source="command line")
+        cfg = apply_overrides(cfg, overrides, source="--set")
+        return apply_overrides(cfg, cli, source="command line"), ckpt
+    cfg = apply_overrides(load_config(args.config, overrides), cli, source="command line")
     if not cfg.data_dir:
-        raise SystemExit("--data DIR is required (a folder with annotations.json and images/)")
+        raise ConfigError("--data DIR is required (a folder with annotations.json and images/)")
     return cfg, None
 
 
 def run(args) -> int:
+    from box2mask.checkpoint import CheckpointError
     from train.config import ConfigError
     from train.dataset import DatasetError
     from train.engine import NonFiniteLossError
@@ -98,7 +110,7 @@ def run(args) -> int:
         cfg, ckpt = _resolve_config(args)
         time_limit_s = args.max_minutes * 60 if args.max_minutes else None
         train(cfg, resume_from=ckpt, device=args.device, time_limit_s=time_limit_s)
-    except (ConfigError, DatasetError) as err:
+    except (ConfigError, DatasetError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLossError as err:
@@ -129,6 +141,18 @@ def _batches_of_epoch(dataset, cfg, dist_info, epoch: int) -> list[list[int]]:
     sampler.set_epoch(epoch)
     indices = list(sampler)
     return [indices[i : i + per_rank] for i in range(0, len(indices) - per_rank + 1, per_rank)]
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """On resume, forget metrics.jsonl lines logged after the checkpoint (they are redone)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(path)
 
 
 def _prompt_seeds(cfg, step: int, image_ids: list[int]) -> list[int]:
@@ -230,6 +254,8 @@ def train(
         if scaler is not None and extra.get("scaler"):
             scaler.load_state_dict(extra["scaler"])
         step = int(extra["step"])
+        if dist_info.is_main:
+            _drop_metrics_after(out_dir / "metrics.jsonl", step)
     raw_model = model
     if dist_info.enabled:
         model = DistributedDataParallel(
