@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from box2mask.box_ops import validate_boxes
+from box2mask.guided_filter import guided_filter
 from box2mask.levelset import box_masks_from_boxes
 from box2mask.mask_morphology import fill_holes, gaussian_blur, largest_component, open_close
 
@@ -50,12 +51,17 @@ class LevelSetConfig:
     step_size: float = 1.0  # weight of the region force added to phi per step
     init_logit: float = 2.0  # phi at the box centre at the start: the box prior's strength
     init_power: float = 2.0  # starting shape |u|^p + |v|^p < 1: 2 = inscribed ellipse, large = box
+    local_background: bool = True  # one background histogram per box corner, mixed by position
     inner_background: float = 1.0  # weight of the box's current background in the bg histogram
     force_clip: float = 3.0  # |log-likelihood ratio| is clipped to this
     force_sigma: float = 1.0  # Gaussian smoothing of the region force, grid pixels
     smoothing: float = 1.0  # Gaussian regularisation of phi per step, grid pixels (0 = none)
     phi_clip: float = 8.0  # phi is kept in [-phi_clip, phi_clip]
     morph_radius: int = 1  # open/close radius of the clean-up, grid pixels (0 = none)
+    refine_radius: int = 8  # guided-filter window radius in image pixels (0 = no edge snapping)
+    refine_eps: float = 0.01  # guided-filter ridge weight (colour variance treated as noise)
+    refine_sharpness: float = 1.0  # the filter's input is sigmoid(sharpness * phi)
+    refine_min_scale: float = 1.0  # snap only boxes whose grid pixel spans more image pixels
     click_radius: float = 2.0  # radius of the disc a click pins, grid pixels
 
 
@@ -89,6 +95,7 @@ class LevelSetSegmenter:
         ones = np.ones(image.shape[:2] + (1,), dtype=np.float32)
         stacked = np.concatenate([coords, ones], axis=2).transpose(2, 0, 1)[None]
         self._features = torch.from_numpy(np.ascontiguousarray(stacked)).to(self.device)
+        self._rgb = torch.from_numpy(image.copy()).to(self.device).float() / 255.0  # (H, W, 3)
         self._size = image.shape[:2]
 
     @torch.inference_mode()
@@ -140,13 +147,17 @@ class LevelSetSegmenter:
             phi = torch.where(box_masks, cfg.init_logit, -cfg.phi_clip)
         else:
             phi = box_prior(grid_boxes, cfg.grid_size, cfg)
-            phi = evolve_region_competition(phi, bin_index, box_masks, ring, pins, cfg)
+            if cfg.local_background:
+                sides = side_weights(grid_boxes, cfg.grid_size)
+            else:
+                sides = torch.ones_like(phi)[:, None]
+            phi = evolve_region_competition(phi, bin_index, box_masks, ring, sides, pins, cfg)
         final = self._clean(phi, box_masks, pins, cfg)
         scores = _quality_score(final, bin_index, box_masks, ring, cfg)
         if cfg.steps == 0:
             scores = torch.full_like(scores, 0.5)
         phi = torch.where(final, phi.clamp_min(0.05), phi.clamp_max(-0.05))
-        masks = self._paste(phi, boxes_t, grid_boxes)
+        masks = self._paste(phi, boxes_t, cfg)
         return masks, scores.cpu().numpy().astype(np.float32)
 
     def _crop(self, boxes: torch.Tensor, cfg: LevelSetConfig):
@@ -200,41 +211,76 @@ class LevelSetSegmenter:
             masks = (masks | (pins > 0)) & (pins >= 0) & box_masks
         return masks
 
-    def _paste(self, phi, boxes, grid_boxes):
-        """Sample phi (N, S, S) at every image pixel inside each box -> (N, H, W) bool."""
+    def _paste(self, phi, boxes, cfg):
+        """Sample phi (N, S, S) at every image pixel inside each box -> (N, H, W) bool.
+
+        Boxes whose grid is coarser than the image (a grid pixel over `refine_min_scale` image
+        pixels) are snapped to image edges by a colour guided filter of sigmoid(phi).
+        """
         height, width = self._size
-        n = phi.shape[0]
+        n, device = phi.shape[0], phi.device
+        pad = cfg.refine_radius
         x_lo = torch.ceil(boxes[:, 0] - 0.5).long()
         y_lo = torch.ceil(boxes[:, 1] - 0.5).long()
-        x_hi = torch.ceil(boxes[:, 2] - 0.5).long().clamp(max=width)
-        y_hi = torch.ceil(boxes[:, 3] - 0.5).long().clamp(max=height)
-        box_w, box_h = (x_hi - x_lo).clamp_min(0), (y_hi - y_lo).clamp_min(0)
-        out_w, out_h = max(int(box_w.max()), 1), max(int(box_h.max()), 1)
-        # pixel centres of each box's window, in image coordinates, then in grid coordinates
-        xs = x_lo[:, None].float() + torch.arange(out_w, device=phi.device) + 0.5  # (N, out_w)
-        ys = y_lo[:, None].float() + torch.arange(out_h, device=phi.device) + 0.5  # (N, out_h)
+        box_w = (torch.ceil(boxes[:, 2] - 0.5).long().clamp(max=width) - x_lo).clamp_min(0)
+        box_h = (torch.ceil(boxes[:, 3] - 0.5).long().clamp(max=height) - y_lo).clamp_min(0)
+        out_w, out_h = int(box_w.max()) + 2 * pad, int(box_h.max()) + 2 * pad
+        # each box's window (the box grown by `pad`): image pixel indices, then grid coordinates
+        cols = x_lo[:, None] - pad + torch.arange(out_w, device=device)  # (N, out_w)
+        rows = y_lo[:, None] - pad + torch.arange(out_h, device=device)  # (N, out_h)
         crop = self._crop_boxes
-        gx = (xs - crop[:, 0:1]) / (crop[:, 2:3] - crop[:, 0:1]) * 2 - 1  # grid_sample's [-1, 1]
-        gy = (ys - crop[:, 1:2]) / (crop[:, 3:4] - crop[:, 1:2]) * 2 - 1
+        gx = (cols + 0.5 - crop[:, 0:1]) / (crop[:, 2:3] - crop[:, 0:1]) * 2 - 1  # in [-1, 1]
+        gy = (rows + 0.5 - crop[:, 1:2]) / (crop[:, 3:4] - crop[:, 1:2]) * 2 - 1
         grid = torch.stack(
             [gx[:, None, :].expand(n, out_h, out_w), gy[:, :, None].expand(n, out_h, out_w)], -1
         )
-        sampled = F.grid_sample(phi[:, None], grid, mode="bilinear", align_corners=False)
-        inside = sampled[:, 0] > 0  # (N, out_h, out_w)
+        sampled = F.grid_sample(phi[:, None], grid, mode="bilinear", align_corners=False)[:, 0]
+        inside = sampled > 0  # (N, out_h, out_w)
+        scale = (crop[:, 2] - crop[:, 0]) / cfg.grid_size  # image pixels per grid pixel
+        refine = scale > cfg.refine_min_scale
+        if pad > 0 and bool(refine.any()):
+            rows_in = rows.clamp(0, height - 1)[:, :, None]
+            cols_in = cols.clamp(0, width - 1)[:, None, :]
+            guide = self._rgb[rows_in, cols_in].permute(0, 3, 1, 2)  # (N, 3, out_h, out_w)
+            soft = torch.sigmoid(sampled * cfg.refine_sharpness)
+            snapped = guided_filter(guide, soft, radius=pad, eps=cfg.refine_eps) > 0.5
+            inside = torch.where(refine[:, None, None], snapped, inside)
         inside = inside.cpu().numpy()
         masks = np.zeros((n, height, width), dtype=bool)
         bounds = torch.stack([x_lo, y_lo, box_w, box_h], dim=1).cpu().tolist()
         for i, (x0, y0, w, h) in enumerate(bounds):  # copying windows into place, no math
-            masks[i, y0 : y0 + h, x0 : x0 + w] = inside[i, :h, :w]
+            masks[i, y0 : y0 + h, x0 : x0 + w] = inside[i, pad : pad + h, pad : pad + w]
         return masks
 
 
 def _histograms(bin_index, weights, num_bins, prior):
-    """Normalised per-box histograms (N, num_bins) of bin_index (N, S, S) weighted by (N, S, S)."""
+    """Normalised histograms of bin_index (N, S, S) for weights (N, S, S) or (N, Q, S, S).
+
+    Returns (N, num_bins) or (N, Q, num_bins), each summing to 1 (`prior` added to every bin).
+    """
     n = bin_index.shape[0]
-    hist = torch.full((n, num_bins), prior, device=weights.device, dtype=torch.float32)
-    hist.scatter_add_(1, bin_index.view(n, -1), weights.reshape(n, -1).float())
-    return hist / hist.sum(dim=1, keepdim=True)
+    flat = weights.reshape(n, -1, bin_index[0].numel()).float()  # (N, Q, S*S)
+    index = bin_index.reshape(n, 1, -1).expand_as(flat)
+    hist = torch.full(flat.shape[:2] + (num_bins,), prior, device=weights.device)
+    hist.scatter_add_(2, index, flat)
+    hist = hist / hist.sum(dim=-1, keepdim=True)
+    return hist if weights.dim() == 4 else hist[:, 0]
+
+
+def side_weights(grid_boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 4, S, S) bilinear weights of every grid pixel for the box's 4 corners (sum to 1).
+
+    tx, ty = position across the box (0 at the left/top side, 1 at the right/bottom, clamped
+    outside); weights (1-tx)(1-ty), tx(1-ty), (1-tx)ty, tx ty. A ring pixel beside the top-left
+    corner thus feeds mostly the top-left background histogram.
+    """
+    centres = torch.arange(size, device=grid_boxes.device, dtype=torch.float32) + 0.5
+    extent = (grid_boxes[:, 2:] - grid_boxes[:, :2]).clamp_min(1e-3)
+    tx = ((centres[None] - grid_boxes[:, 0:1]) / extent[:, 0:1]).clamp(0, 1)  # (N, S)
+    ty = ((centres[None] - grid_boxes[:, 1:2]) / extent[:, 1:2]).clamp(0, 1)
+    wx = torch.stack([1 - tx, tx], dim=1)  # (N, 2, S)
+    wy = torch.stack([1 - ty, ty], dim=1)
+    return (wy[:, :, None, :, None] * wx[:, None, :, None, :]).flatten(1, 2)  # (N, 4, S, S)
 
 
 def _smooth_in_box(x, box_masks, sigma):
@@ -261,13 +307,15 @@ def box_prior(grid_boxes: torch.Tensor, size: int, cfg: LevelSetConfig) -> torch
     return torch.where(box_masks, phi, -cfg.phi_clip)
 
 
-def evolve_region_competition(phi, bin_index, box_masks, ring, pins, cfg: LevelSetConfig):
+def evolve_region_competition(phi, bin_index, box_masks, ring, sides, pins, cfg: LevelSetConfig):
     """Evolve phi (N, S, S) by the histogram region competition of the module docstring.
 
     Args:
         phi: (N, S, S) starting level set (`box_prior`).
         bin_index: (N, S, S) long colour bin of every grid pixel.
         box_masks: (N, S, S) bool, the box on the grid; ring: (N, S, S) bool background sample.
+        sides: (N, Q, S, S) soft assignment of grid pixels to Q parts of the crop (`side_weights`),
+            each with its own background histogram; Q = 1 (all ones) for one global background.
         pins: None or (N, S, S) float in {-1, 0, 1}: clicked object/background pixels.
     Returns:
         (N, S, S) float phi; the object is {phi > 0}, phi = -phi_clip outside the box.
@@ -280,12 +328,16 @@ def evolve_region_competition(phi, bin_index, box_masks, ring, pins, cfg: LevelS
         phi = torch.where(pins != 0, pins * cfg.phi_clip, phi)
         ring_weights = ring_weights + (pins < 0).float()
     flat_index = bin_index.view(n, -1)
+    side_index = flat_index[:, None].expand(n, sides.shape[1], -1)  # (N, Q, S*S)
+    flat_sides = sides.flatten(2)  # (N, Q, S*S)
     for _ in range(cfg.steps):
         inside = torch.sigmoid(phi) * box
         log_fg = torch.log(_histograms(bin_index, inside, num_bins, cfg.hist_prior))
         outside = ring_weights + cfg.inner_background * (box - inside)
-        log_bg = torch.log(_histograms(bin_index, outside, num_bins, cfg.hist_prior))
-        ratio = torch.gather(log_fg - log_bg, 1, flat_index).view_as(phi)
+        # local background: one histogram per side of the box, mixed by each pixel's side weights
+        bg = _histograms(bin_index, outside[:, None] * sides, num_bins, cfg.hist_prior)
+        p_bg = (torch.gather(bg, 2, side_index) * flat_sides).sum(dim=1)  # (N, S*S)
+        ratio = (torch.gather(log_fg, 1, flat_index) - torch.log(p_bg)).view_as(phi)
         force = _smooth_in_box(
             ratio.clamp(-cfg.force_clip, cfg.force_clip), box_masks, cfg.force_sigma
         )
