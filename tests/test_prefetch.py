@@ -1,0 +1,101 @@
+"""Background encoding into the encodings cache gives the same masks as set_image, without waiting."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from annotator.prefetch import Box2MaskStateAdapter, Prefetcher, stateful
+from box2mask.config import ModelConfig
+from box2mask.embedding_cache import EmbeddingCache, image_key
+from box2mask.image_io import load_image
+from box2mask.model import build_model
+from box2mask.predictor import Box2MaskPredictor
+
+BOXES = np.array([[10.0, 8.0, 50.0, 40.0], [30.5, 20.2, 70.0, 58.0]])
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        backbone="resnet18",
+        num_classes=1,
+        num_queries=4,
+        hidden_dim=32,
+        mask_dim=32,
+        nheads=4,
+        dec_layers=2,
+        dim_feedforward=64,
+    )
+    return build_model(cfg).eval()
+
+
+def _predictor(model):
+    return Box2MaskPredictor(model, model_version="tiny-test", image_size=64, refine_steps=2)
+
+
+def _image(seed, height=60, width=80):
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, size=(height, width, 3)).astype(np.uint8)
+    image[15:45, 20:60] = (200, 40, 40)  # one object
+    return image
+
+
+def _same_answers(a, b):
+    (ma, sa), (mb, sb) = a, b
+    assert np.array_equal(ma, mb)
+    np.testing.assert_array_equal(sa, sb)
+
+
+def test_state_through_the_cache_answers_like_set_image(model, tmp_path):
+    image, other = _image(0), _image(1, height=50)
+    direct = _predictor(model)
+    direct.set_image(image)
+    expected = direct.predict(BOXES)
+
+    adapter = Box2MaskStateAdapter(_predictor(model))
+    adapter.predictor.set_image(other)
+    state = adapter.encode_state(image)
+    assert adapter.predictor._size == (50, 80)  # encoding did not change the current image
+    cache = EmbeddingCache(tmp_path)
+    cache.put("k", state)
+    adapter.set_state(cache.get("k"))
+    _same_answers(adapter.predictor.predict(BOXES), expected)
+
+
+def test_stateful_names_what_is_missing():
+    with pytest.raises(TypeError, match="object has no encode_state/set_state"):
+        stateful(object())
+
+
+def test_prefetcher_encodes_ahead_and_activate_hits(model, tmp_path):
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(_image(i)).save(paths[-1])
+    paths.insert(2, tmp_path / "missing.png")  # a bad file must not stop the thread
+    cache = EmbeddingCache(tmp_path / "cache")
+    predictor = _predictor(model)
+    images = [load_image(p) for p in paths if p.exists()]
+    keys = [image_key(im, predictor.model_version) for im in images]
+
+    with Prefetcher(predictor, cache, paths, lookahead=2) as prefetcher:
+        assert prefetcher.wait_idle(timeout=60)
+        # window: positions 0, 1, 2 (missing), i.e. images 0 and 1 only
+        assert [k in cache for k in keys] == [True, True, False, False]
+        assert prefetcher.encoded == 2
+        assert prefetcher.activate(images[1]) is True
+        reference = _predictor(model)
+        reference.set_image(images[1])
+        _same_answers(predictor.predict(BOXES), reference.predict(BOXES))
+
+        prefetcher.set_position(3)
+        assert prefetcher.wait_idle(timeout=60)
+        assert [k in cache for k in keys] == [True, True, True, True]
+
+        unknown = _image(9)
+        assert prefetcher.activate(unknown) is False  # encoded now, and cached
+        assert prefetcher.activate(unknown) is True
+        reference.set_image(unknown)
+        _same_answers(predictor.predict(BOXES), reference.predict(BOXES))
