@@ -101,7 +101,7 @@ def build_app(
                     show_remove_button=True,
                     show_download_button=False,
                     image_type="numpy",
-                    label="Image: drag to draw a box",
+                    show_label=False,  # a label would sit on the canvas and catch clicks
                     elem_id="b2m-annotator",
                 )
             with gr.Column(scale=2):

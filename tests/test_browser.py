@@ -65,6 +65,18 @@ def app(tmp_path):
     proc.wait(timeout=20)
 
 
+def stable_box(locator, timeout: float = 20.0) -> dict:
+    """The element's page rectangle once it stops changing (the canvas grows when the image loads)."""
+    last, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        box = locator.bounding_box()
+        if box is not None and box == last:
+            return box
+        last = box
+        time.sleep(0.5)
+    return last
+
+
 def _http_status_or_none(url):
     try:
         return _http_status(url)
@@ -86,7 +98,7 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
     before = np.asarray(Image.open(io.BytesIO(canvas.screenshot())).convert("RGB"), np.float32)
 
     # drag a box over the cat's head: image pixels -> page pixels through the centred canvas
-    c = canvas.bounding_box()
+    c = stable_box(canvas)
     iw, ih = Image.open(images / "chelsea.png").size
     scale = min(c["width"] / iw, c["height"] / ih)
     ox, oy = c["x"] + (c["width"] - iw * scale) / 2, c["y"] + (c["height"] - ih * scale) / 2
