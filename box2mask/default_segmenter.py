@@ -2,21 +2,25 @@
 
 Method (DESIGN section 2, "Level-set refinement at inference"), for all N boxes of an image at once:
 
-1. Crop. Each box, grown by a margin, is resampled (torchvision `roi_align`) to a common
-   S x S grid: big boxes are downsampled, boxes under S px upsampled, so every box is one slice
-   of an (N, S, S) batch. The margin around the box (the "ring") samples the background.
-2. Features. Each grid pixel gets a colour bin (CIE Lab, quantised to `bins` levels per channel).
-3. Evolution. The level-set function phi (N, S, S) starts from the filled box at `init_logit`.
-   Each step maximises the region-competition energy
-        E(phi) = - sum_{x in box} H(phi(x)) * log( p_fg(bin(x)) / p_bg(bin(x)) )
-   where p_fg is the colour histogram of the current object {phi > 0} (soft, sigmoid(phi)) and
-   p_bg the histogram of the ring outside the box: a gradient step adds the smoothed
-   log-likelihood ratio to phi, then phi is regularised by Gaussian smoothing restricted to the
-   box (the "selective binary and Gaussian filtering" level-set scheme). Pixels outside the box
-   are always background. Where colours do not separate object from ring the ratio is near 0 and
-   phi stays at the box: weak evidence falls back toward the box.
-4. Clean-up. Threshold, open/close, fill holes, keep the largest component.
-5. Paste. phi is sampled back at every image pixel inside the box (bilinear).
+1. Crop. Each box, grown by a margin, is sampled on a common S x S grid (nearest image pixel):
+   big boxes are downsampled, boxes under S px upsampled, so every box is one slice of an
+   (N, S, S) batch. The margin around the box (the "ring") samples the background.
+2. Features. Every pixel has a colour bin (CIE Lab, `bins` levels per channel), computed once
+   per image in `set_image`.
+3. Evolution. The level-set function phi (N, S, S) starts from the ellipse inscribed in the box
+   (`box_prior`). Each step maximises the region-competition energy
+        E(phi) = - sum_{x in box} H(phi(x)) * log( p_fg(bin(x)) / p_bg(bin(x), x) )
+   where p_fg is the colour distribution of the current object (weights sigmoid(phi)) and p_bg a
+   local background distribution: one histogram per box corner, fed by the ring and the box's
+   current background, mixed by each pixel's position (`side_weights`). A gradient step adds the
+   Gaussian-smoothed log-likelihood ratio to phi; phi is then regularised by Gaussian smoothing
+   restricted to the box (the "selective binary and Gaussian filtering" level-set scheme).
+   Pixels outside the box are always background.
+4. Clean-up. Threshold, open/close, fill holes, keep the largest component. A result that covers
+   under `min_fill` of its box (no evidence for an object) falls back to the starting ellipse:
+   weak evidence never yields an empty or fragment mask.
+5. Paste. phi is sampled at every image pixel inside the box; for boxes larger than the grid a
+   colour guided filter at full resolution snaps the outline to image edges (`guided_filter`).
 
 The score is a quality estimate in [0, 1]: the colour separation of the final object against the
 ring (1 - Bhattacharyya coefficient of the two histograms) times how well the mask touches all
@@ -29,7 +33,6 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 from box2mask.box_ops import validate_boxes
 from box2mask.guided_filter import guided_filter
@@ -46,7 +49,7 @@ class LevelSetConfig:
     margin_px: float = 6.0  # plus this many image pixels
     bins: int = 8  # colour histogram levels per Lab channel (bins^3 bins in all)
     chroma_range: float = 64.0  # a and b are binned over 128 +- this (OpenCV 8-bit Lab units)
-    hist_prior: float = 0.5  # pseudo-count added to every histogram bin
+    hist_floor: float = 0.05  # weight of a uniform distribution mixed into every histogram
     steps: int = 20  # evolution steps K; 0 returns the filled box
     step_size: float = 1.0  # weight of the region force added to phi per step
     init_logit: float = 2.0  # phi at the box centre at the start: the box prior's strength
@@ -57,6 +60,7 @@ class LevelSetConfig:
     force_sigma: float = 1.0  # Gaussian smoothing of the region force, grid pixels
     smoothing: float = 1.0  # Gaussian regularisation of phi per step, grid pixels (0 = none)
     phi_clip: float = 8.0  # phi is kept in [-phi_clip, phi_clip]
+    min_fill: float = 0.2  # a result covering less of its box falls back to the starting shape
     morph_radius: int = 1  # open/close radius of the clean-up, grid pixels (0 = none)
     refine_radius: int = 8  # guided-filter window radius in image pixels (0 = no edge snapping)
     refine_eps: float = 0.01  # guided-filter ridge weight (colour variance treated as noise)
@@ -76,7 +80,7 @@ class LevelSetSegmenter:
     def __init__(self, config: LevelSetConfig | None = None, device: str = "cpu"):
         self.config = config or LevelSetConfig()
         self.device = torch.device(device)
-        self._features = None  # (1, 4, H, W): Lab bin coordinates in [0, bins) and a ones channel
+        self._bin_map = None  # (H, W) long: the colour bin of every pixel
         self._size = None  # (H, W)
 
     def set_image(self, image: np.ndarray) -> None:
@@ -88,13 +92,13 @@ class LevelSetSegmenter:
             )
         lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)  # all channels 0..255
         bins, chroma = self.config.bins, self.config.chroma_range
-        coords = np.empty_like(lab)
-        coords[..., 0] = lab[..., 0] * (bins / 256.0)
+        levels = np.empty_like(lab)
+        levels[..., 0] = lab[..., 0] * (bins / 256.0)
         # a, b: `bins` levels over 128 +- chroma_range, neutral grey in the middle of a level
-        coords[..., 1:] = (lab[..., 1:] - 128.0) * (bins / (2.0 * chroma)) + (bins - 1) / 2.0
-        ones = np.ones(image.shape[:2] + (1,), dtype=np.float32)
-        stacked = np.concatenate([coords, ones], axis=2).transpose(2, 0, 1)[None]
-        self._features = torch.from_numpy(np.ascontiguousarray(stacked)).to(self.device)
+        levels[..., 1:] = (lab[..., 1:] - 128.0) * (bins / (2.0 * chroma)) + (bins - 1) / 2.0
+        levels = np.clip(np.floor(levels), 0, bins - 1).astype(np.int64)
+        bin_map = (levels[..., 0] * bins + levels[..., 1]) * bins + levels[..., 2]  # (H, W)
+        self._bin_map = torch.from_numpy(bin_map).to(self.device)
         self._rgb = torch.from_numpy(image.copy()).to(self.device).float() / 255.0  # (H, W, 3)
         self._size = image.shape[:2]
 
@@ -121,7 +125,7 @@ class LevelSetSegmenter:
         Returns:
             masks (N, H, W) bool, never outside their box; scores (N,) float in [0, 1].
         """
-        if self._features is None:
+        if self._bin_map is None:
             raise RuntimeError("call set_image(image) before predict(boxes)")
         cfg = self.config
         cfg = replace(
@@ -135,46 +139,64 @@ class LevelSetSegmenter:
         if n == 0:
             return np.zeros((0, height, width), dtype=bool), np.zeros(0, dtype=np.float32)
         boxes_t = torch.as_tensor(boxes, dtype=torch.float32, device=self.device)
-        crops, grid_boxes = self._crop(boxes_t, cfg)
-        bins = cfg.bins
-        coords, valid = crops[:, :3], crops[:, 3] > 0.5
-        levels = coords.floor().clamp(0, bins - 1).long()
-        bin_index = (levels[:, 0] * bins + levels[:, 1]) * bins + levels[:, 2]  # (N, S, S)
+        if cfg.steps == 0:  # evolution off: the filled boxes themselves
+            masks = box_masks_from_boxes(boxes_t, height, width) > 0.5
+            return masks.cpu().numpy(), np.full(n, 0.5, dtype=np.float32)
+        bin_index, valid, grid_boxes = self._crop(boxes_t, cfg)
         box_masks = box_masks_from_boxes(grid_boxes, cfg.grid_size, cfg.grid_size) > 0.5
         ring = valid & ~box_masks
         pins = self._pins(boxes_t, grid_boxes, points, point_labels, cfg)
-        if cfg.steps == 0:
-            phi = torch.where(box_masks, cfg.init_logit, -cfg.phi_clip)
+        prior = box_prior(grid_boxes, cfg.grid_size, cfg)
+        if cfg.local_background:
+            sides = side_weights(grid_boxes, cfg.grid_size)
         else:
-            phi = box_prior(grid_boxes, cfg.grid_size, cfg)
-            if cfg.local_background:
-                sides = side_weights(grid_boxes, cfg.grid_size)
-            else:
-                sides = torch.ones_like(phi)[:, None]
-            phi = evolve_region_competition(phi, bin_index, box_masks, ring, sides, pins, cfg)
+            sides = torch.ones_like(prior)[:, None]
+        phi = evolve_region_competition(prior, bin_index, box_masks, ring, sides, pins, cfg)
         final = self._clean(phi, box_masks, pins, cfg)
+        # no evidence for an object filling its box: fall back to the box's starting shape
+        fill = final.sum(dim=(1, 2)) / box_masks.sum(dim=(1, 2)).clamp_min(1)
+        weak = (fill < cfg.min_fill)[:, None, None]
+        final = torch.where(weak, (prior > 0) & box_masks, final)
+        phi = torch.where(weak, prior, phi)
         scores = _quality_score(final, bin_index, box_masks, ring, cfg)
-        if cfg.steps == 0:
-            scores = torch.full_like(scores, 0.5)
         phi = torch.where(final, phi.clamp_min(0.05), phi.clamp_max(-0.05))
         masks = self._paste(phi, boxes_t, cfg)
+        if pins is not None:  # a clicked pixel always gets its label (inside its box)
+            xy = np.floor(np.asarray(points, dtype=np.float64)).astype(int)
+            in_image = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+            xy, labels = xy[in_image], np.asarray(point_labels)[in_image].astype(bool)
+            box_pixels = box_masks_from_boxes(boxes_t, height, width) if len(xy) else None
+            for (x, y), label in zip(xy, labels, strict=True):  # P clicks, all boxes at once
+                hit = box_pixels[:, y, x].cpu().numpy() > 0.5
+                masks[hit, y, x] = label
         return masks, scores.cpu().numpy().astype(np.float32)
 
     def _crop(self, boxes: torch.Tensor, cfg: LevelSetConfig):
-        """Resample every box plus margin to the S x S grid.
+        """Sample every box plus margin on the S x S grid (nearest image pixel, so upsampled
+        small boxes contain only real image colours).
 
-        Returns crops (N, 4, S, S) and the boxes in grid coordinates (N, 4) XYXY.
+        Returns the colour bins (N, S, S) long, whether each grid pixel lies on the image
+        (N, S, S) bool, and the boxes in grid coordinates (N, 4) XYXY.
         """
+        height, width = self._size
         sides = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1)
         margin = sides * cfg.margin_frac + cfg.margin_px  # (N, 2): x and y margins
         crop_boxes = torch.cat([boxes[:, :2] - margin, boxes[:, 2:] + margin], dim=1)
         self._crop_boxes = crop_boxes
-        rois = torch.cat([crop_boxes.new_zeros(len(boxes), 1), crop_boxes], dim=1)
         size = cfg.grid_size
-        crops = roi_align(self._features, rois, output_size=size, sampling_ratio=2, aligned=True)
-        scale = size / (sides + 2 * margin)  # grid pixels per image pixel, (N, 2)
+        steps = (torch.arange(size, device=boxes.device, dtype=torch.float32) + 0.5) / size
+        extent = crop_boxes[:, 2:] - crop_boxes[:, :2]
+        cols = torch.floor(crop_boxes[:, 0:1] + steps[None] * extent[:, 0:1]).long()  # (N, S)
+        rows = torch.floor(crop_boxes[:, 1:2] + steps[None] * extent[:, 1:2]).long()
+        on_image = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
+            :, None, :
+        ]
+        bin_index = self._bin_map[
+            rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]
+        ]
+        scale = size / extent  # grid pixels per image pixel, (N, 2)
         grid_boxes = torch.cat([margin * scale, (margin + sides) * scale], dim=1)
-        return crops, grid_boxes
+        return bin_index, on_image, grid_boxes
 
     def _pins(self, boxes, grid_boxes, points, point_labels, cfg):
         """(N, S, S) float: +1 where a positive click pins the object, -1 for negative, else 0."""
@@ -201,8 +223,6 @@ class LevelSetSegmenter:
     def _clean(self, phi, box_masks, pins, cfg):
         """Threshold phi and clean up: open/close, fill holes, largest component. (N, S, S) bool."""
         masks = (phi > 0) & box_masks
-        if cfg.steps == 0:
-            return masks
         masks = open_close(masks, cfg.morph_radius) & box_masks
         masks = fill_holes(masks) & box_masks
         keep = None if pins is None else (pins > 0) & masks
@@ -253,17 +273,20 @@ class LevelSetSegmenter:
         return masks
 
 
-def _histograms(bin_index, weights, num_bins, prior):
-    """Normalised histograms of bin_index (N, S, S) for weights (N, S, S) or (N, Q, S, S).
+def _histograms(bin_index, weights, num_bins, floor):
+    """Colour distributions of bin_index (N, S, S) for weights (N, S, S) or (N, Q, S, S).
 
-    Returns (N, num_bins) or (N, Q, num_bins), each summing to 1 (`prior` added to every bin).
+    Each is (1 - floor) * normalised counts + floor * uniform, so a colour never seen has the same
+    small probability in every histogram (its log-likelihood ratio is 0, not a bias).
+    Returns (N, num_bins) or (N, Q, num_bins).
     """
     n = bin_index.shape[0]
     flat = weights.reshape(n, -1, bin_index[0].numel()).float()  # (N, Q, S*S)
     index = bin_index.reshape(n, 1, -1).expand_as(flat)
-    hist = torch.full(flat.shape[:2] + (num_bins,), prior, device=weights.device)
+    hist = torch.zeros(flat.shape[:2] + (num_bins,), device=weights.device)
     hist.scatter_add_(2, index, flat)
-    hist = hist / hist.sum(dim=-1, keepdim=True)
+    hist = hist / hist.sum(dim=-1, keepdim=True).clamp_min(1e-6)
+    hist = (1.0 - floor) * hist + floor / num_bins
     return hist if weights.dim() == 4 else hist[:, 0]
 
 
@@ -332,10 +355,10 @@ def evolve_region_competition(phi, bin_index, box_masks, ring, sides, pins, cfg:
     flat_sides = sides.flatten(2)  # (N, Q, S*S)
     for _ in range(cfg.steps):
         inside = torch.sigmoid(phi) * box
-        log_fg = torch.log(_histograms(bin_index, inside, num_bins, cfg.hist_prior))
+        log_fg = torch.log(_histograms(bin_index, inside, num_bins, cfg.hist_floor))
         outside = ring_weights + cfg.inner_background * (box - inside)
         # local background: one histogram per side of the box, mixed by each pixel's side weights
-        bg = _histograms(bin_index, outside[:, None] * sides, num_bins, cfg.hist_prior)
+        bg = _histograms(bin_index, outside[:, None] * sides, num_bins, cfg.hist_floor)
         p_bg = (torch.gather(bg, 2, side_index) * flat_sides).sum(dim=1)  # (N, S*S)
         ratio = (torch.gather(log_fg, 1, flat_index) - torch.log(p_bg)).view_as(phi)
         force = _smooth_in_box(
@@ -354,8 +377,8 @@ def evolve_region_competition(phi, bin_index, box_masks, ring, sides, pins, cfg:
 def _quality_score(masks, bin_index, box_masks, ring, cfg: LevelSetConfig):
     """(N,) in [0, 1]: colour separation of mask vs ring times coverage of the box's four sides."""
     num_bins = cfg.bins**3
-    fg = _histograms(bin_index, masks.float(), num_bins, cfg.hist_prior)
-    bg = _histograms(bin_index, ring.float(), num_bins, cfg.hist_prior)
+    fg = _histograms(bin_index, masks.float(), num_bins, cfg.hist_floor)
+    bg = _histograms(bin_index, ring.float(), num_bins, cfg.hist_floor)
     separation = 1.0 - torch.sqrt(fg * bg).sum(dim=1).clamp(0, 1)
     rows_in_box = box_masks.any(dim=2).float()
     cols_in_box = box_masks.any(dim=1).float()
