@@ -5,19 +5,36 @@ Used to snap a coarse soft mask to the edges of the full-resolution image: insid
 the input by ridge regression (ridge weight eps), then averaged over the windows covering a pixel.
 Where the guide is flat q follows the (smooth) input; where the guide has an edge q steps with it.
 
-Shapes: guide (N, 3, H, W) float, src (N, H, W) float; every box filter is an `avg_pool2d`
-that averages only over pixels on the grid (no zero padding bias at the borders).
+Shapes: guide (N, 3, H, W) float, src (N, H, W) float; every box filter averages only over
+pixels on the grid (no zero padding bias at the borders) and costs O(1) per pixel.
 """
 
 import torch
-import torch.nn.functional as F
 
 __all__ = ["guided_filter"]
 
 
+def _window_sums(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Sums over windows of 2 radius + 1 along `dim` (cut at the ends), by a cumulative sum."""
+    length = x.shape[dim]
+    shape = list(x.shape)
+    shape[dim] = 1
+    csum = torch.cat([x.new_zeros(shape), x.cumsum(dim)], dim=dim)  # csum[i] = sum x[:i]
+    idx = torch.arange(length, device=x.device)
+    hi = (idx + radius + 1).clamp(max=length)
+    lo = (idx - radius).clamp(min=0)
+    return csum.index_select(dim, hi) - csum.index_select(dim, lo)
+
+
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over (2 radius + 1)^2 windows of (N, C, H, W), counting only pixels on the grid."""
-    return F.avg_pool2d(x, 2 * radius + 1, stride=1, padding=radius, count_include_pad=False)
+    """Mean over (2 radius + 1)^2 windows of (N, C, H, W), counting only pixels on the grid.
+
+    Cost is independent of the radius (cumulative sums).
+    """
+    sums = _window_sums(_window_sums(x, radius, dim=-1), radius, dim=-2)
+    ones = x.new_ones((1, 1) + tuple(x.shape[-2:]))
+    counts = _window_sums(_window_sums(ones, radius, dim=-1), radius, dim=-2)
+    return sums / counts
 
 
 def guided_filter(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
