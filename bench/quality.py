@@ -193,7 +193,17 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="device for the default and checkpoints")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads for torch and OpenCV (default 1: every method on one core, comparable)",
+    )
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
 
     from box2mask import build_predictor
 
@@ -212,7 +222,10 @@ def main(argv=None) -> int:
         predictors[f"checkpoint {Path(ckpt).name}"] = build_predictor(ckpt, device=args.device)
     rows = evaluate_predictors(predictors, args.data, split=args.split, limit=args.limit)
     count = next(iter(rows.values()))["count"] if rows else 0
-    print(f"\n{Path(args.data).name}, split {args.split}, {count} boxes (GT tight boxes)\n")
+    print(
+        f"\n{Path(args.data).name}, split {args.split}, {count} boxes (GT tight boxes), "
+        f"{args.device}, {args.threads} thread(s)\n"
+    )
     print(format_table(rows))
     if args.json:
         tmp = Path(args.json).with_suffix(".tmp")
