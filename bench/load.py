@@ -51,6 +51,7 @@ ELEM_IDS = {  # action -> (elem_id of the widget, its event), resolved to api na
     "open image": ("b2m-jump", "input"),
     "draw box": ("b2m-annotator", "change"),
 }
+PROBLEMS = ("lost", "mixed up", "revision", "resurrected")  # what check_store counts
 ACTIONS = ("load", "open image", "draw box", "refine", "accept", "select", "delete box")
 
 
@@ -193,7 +194,10 @@ class Annotator:
         from gradio_client import Client
 
         self.user, self.name = user, f"u{user}"
-        self.client = Client(base, verbose=False, download_files=False)
+        # a browser waits for a busy server; httpx's default 5 s would fail requests in the queue
+        self.client = Client(
+            base, verbose=False, download_files=False, httpx_kwargs={"timeout": 120}
+        )
         self.api, self.sizes, self.images, self.ledger = api, sizes, images, ledger
         self.rng, self.think_s, self.deadline = rng, think_s, deadline
         self.image, self.value, self.choices = None, None, []
@@ -333,7 +337,7 @@ class Annotator:
 
 
 def check_store(store_path: Path, ledger: Ledger) -> dict[str, int]:
-    """Compare the store with what the users were told; counts of each kind of problem."""
+    """Compare the store with what the users were told: a count per PROBLEMS, and labels stored."""
     db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
     rows = db.execute(
         "SELECT image, box_xyxy, class_name, verified, revision FROM labels"
@@ -356,8 +360,7 @@ def check_store(store_path: Path, ledger: Ledger) -> dict[str, int]:
         if key not in ledger.uncertain and revision != 1 + ledger.updates[key]:
             problems["revision"] += 1
     problems["lost"] += len([k for k in alive if k not in stored and k not in ledger.uncertain])
-    problems["labels stored"] = len(rows)
-    return dict(problems)
+    return {**{k: problems[k] for k in PROBLEMS}, "labels stored": len(rows)}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -402,10 +405,12 @@ def run_load(cfg: LoadConfig, workdir: Path) -> dict:
         sampler.join()
     finally:
         stop_server(proc)
+    store_path = images_dir / "box2mask_labels.sqlite"
     temp_mb = sum(p.stat().st_size for p in (workdir / "gradio-tmp").rglob("*") if p.is_file())
     return {
         "ledger": ledger,
-        "checks": check_store(images_dir / "box2mask_labels.sqlite", ledger),
+        "checks": check_store(store_path, ledger),
+        "mask_mb": mask_memory_mb(store_path, sizes, [u.image for u in users]),
         "rss": sampler.samples,
         "errors": [u.error for u in users if u.error],
         "temp_mb": temp_mb / 2**20,
@@ -414,12 +419,31 @@ def run_load(cfg: LoadConfig, workdir: Path) -> dict:
     }
 
 
-def memory_summary(samples: list[tuple[float, float]]) -> dict[str, float]:
-    """RSS (MB) at the first quarter, at the end and at its peak; growth over the second half."""
+def memory_summary(samples: list[tuple[float, float]]) -> dict:
+    """RSS (MB) at the first quarter, at the end and at its peak; growth over the second half;
+    `series`: the RSS at every tenth of the run."""
     mb = [m for _, m in samples]
     n = len(mb)
     quarter, half = mb[n // 4], mb[n // 2]
-    return {"quarter": quarter, "end": mb[-1], "peak": max(mb), "second_half": mb[-1] - half}
+    series = [mb[min(n - 1, round(i * (n - 1) / 10))] for i in range(11)]
+    return {
+        "quarter": quarter,
+        "end": mb[-1],
+        "peak": max(mb),
+        "second_half": mb[-1] - half,
+        "series": series,
+    }
+
+
+def mask_memory_mb(store_path: Path, sizes: dict, open_images: list[str]) -> float:
+    """Memory the sessions need for their decoded masks (one H x W bool array per label on the
+    image each has open), from the labels now in the store: the part of RSS that grows with
+    the labels, by design."""
+    db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
+    count = dict(db.execute("SELECT image, COUNT(*) FROM labels GROUP BY image").fetchall())
+    db.close()
+    total = sum(count.get(k, 0) * sizes[k][0] * sizes[k][1] for k in open_images if k)
+    return total / 2**20
 
 
 def print_report(cfg: LoadConfig, result: dict) -> None:
@@ -447,14 +471,16 @@ def print_report(cfg: LoadConfig, result: dict) -> None:
     alive = len(ledger.added - ledger.deleted)
     print(
         f"\nlabels drawn {len(ledger.added)}, deleted {len(ledger.deleted)}, in the store "
-        f"{checks.get('labels stored', 0)} (expected {alive}); accepted by their owner "
-        f"{len(ledger.accepted)}; lost {checks.get('lost', 0)}, mixed up "
-        f"{checks.get('mixed up', 0)}, wrong revision {checks.get('revision', 0)}, resurrected "
-        f"{checks.get('resurrected', 0)}; in-transit failures {len(ledger.uncertain)}"
+        f"{checks['labels stored']} (expected {alive}); accepted by their owner "
+        f"{len(ledger.accepted)}; lost {checks['lost']}, mixed up "
+        f"{checks['mixed up']}, wrong revision {checks['revision']}, resurrected "
+        f"{checks['resurrected']}; in-transit failures {len(ledger.uncertain)}"
     )
     print(
         f"server RSS MB: {mem['quarter']:.0f} at 1/4 of the run, {mem['end']:.0f} at the end, "
-        f"peak {mem['peak']:.0f}, second-half growth {mem['second_half']:+.0f}; "
+        f"peak {mem['peak']:.0f}, second-half growth {mem['second_half']:+.0f} "
+        f"(every tenth: {' '.join(f'{m:.0f}' for m in mem['series'])}); decoded masks the "
+        f"sessions hold at the end: {result['mask_mb']:.0f} MB; "
         f"Gradio temp files left: {result['temp_mb']:.0f} MB"
     )
     for error in result["errors"]:
