@@ -278,8 +278,8 @@ def test_image_context_shapes():
 
 def test_bilateral_smoothing_gradcheck():
     torch.manual_seed(0)
-    feats = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
-    guide = torch.randn(1, 3, 6, 7, dtype=torch.float64, requires_grad=True)
+    feats = torch.randn(1, 1, 4, 5, dtype=torch.float64, requires_grad=True)
+    guide = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
-        lambda f, g: bilateral_smooth(f, g, kernel=3, iters=2), (feats, guide)
+        lambda f, g: bilateral_smooth(f, g, kernel=3, iters=1), (feats, guide)
     )
