@@ -120,3 +120,12 @@ def test_collate_pads_to_multiple_of_32(tmp_path):
     assert batch["images"][0, :, 27:].abs().sum() == 0  # padding is zero
     assert batch["file_names"] == ["im0.png", "im1.png"] and batch["image_ids"] == [1, 2]
     assert [t["boxes"].shape for t in batch["targets"]] == [(2, 4), (2, 4)]
+
+
+def test_non_finite_box_is_an_error_naming_the_annotation(tmp_path):
+    root = write_dataset(tmp_path / "d")
+    coco = json.loads((root / "annotations.json").read_text())
+    coco["annotations"][2]["bbox"] = [1, 2, float("nan"), 4]
+    (root / "annotations.json").write_text(json.dumps(coco))
+    with pytest.raises(DatasetError, match=r"annotation 11 \(image 2\).*4 finite numbers"):
+        CocoBoxDataset(root, split="")

@@ -78,7 +78,13 @@ class CocoBoxDataset(torch.utils.data.Dataset):
         for ann in coco.get("annotations", []):
             if ann["image_id"] not in wanted or ann.get("iscrowd", 0):
                 continue
-            x, y, w, h = ann["bbox"]
+            bbox = ann.get("bbox")
+            if not isinstance(bbox, list) or len(bbox) != 4 or not np.isfinite(bbox).all():
+                raise DatasetError(
+                    f"{self.annotation_path}: annotation {ann.get('id')} (image {ann['image_id']}) "
+                    f"has bbox {bbox!r}; expected 4 finite numbers [x, y, width, height]"
+                )
+            x, y, w, h = bbox
             if w < 1 or h < 1:
                 continue
             if ann["category_id"] not in label_of:
