@@ -60,6 +60,8 @@ class LoadConfig:
     users: int = 8  # simulated annotators, one thread and one browser session each
     seconds: float = 120.0  # how long they keep working
     think_s: float = 0.5  # mean pause between a user's actions (exponential), seconds
+    max_own: int = 0  # >0: a user deletes one of its labels on an image before drawing its
+    #                   max_own+1-th there, so the store stops growing (memory must be flat)
     balloon: int = 3  # balloon images added to the 3 demo images
     max_side: int = 1024  # balloon images are resized to this longer side
     seed: int = 0  # random choices of the users
@@ -190,7 +192,9 @@ def box_key(image: str, box: dict) -> tuple:
 class Annotator:
     """One simulated person: its own gradio_client session, drawing and accepting."""
 
-    def __init__(self, user, *, base, api, sizes, images, ledger, rng, think_s, deadline):
+    def __init__(
+        self, user, *, base, api, sizes, images, ledger, rng, think_s, deadline, max_own=0
+    ):
         from gradio_client import Client
 
         self.user, self.name = user, f"u{user}"
@@ -199,7 +203,7 @@ class Annotator:
             base, verbose=False, download_files=False, httpx_kwargs={"timeout": 120}
         )
         self.api, self.sizes, self.images, self.ledger = api, sizes, images, ledger
-        self.rng, self.think_s, self.deadline = rng, think_s, deadline
+        self.rng, self.think_s, self.deadline, self.max_own = rng, think_s, deadline, max_own
         self.image, self.value, self.choices = None, None, []
         self.error: str | None = None
 
@@ -245,7 +249,6 @@ class Annotator:
             return
         self.image = None
         shared, own = self.images[0], self.images[1 + self.user % (len(self.images) - 1)]
-        serial = 0
         while time.time() < self.deadline:
             target = shared if self.rng.random() < 0.5 else own
             if target != self.image or self.rng.random() < 0.3:  # reopening shows others' labels
@@ -253,8 +256,11 @@ class Annotator:
                     return
                 self.image = target
             self.pause()
-            serial += 1
-            key = self._draw(serial)
+            own_labels = [b for b in self.boxes() if b["label"] == self.name]
+            if self.max_own and len(own_labels) >= self.max_own:
+                self._delete_own()
+                self.pause()
+            key = self._draw()
             if key is None:
                 continue
             self.pause()
@@ -271,7 +277,7 @@ class Annotator:
                 self._delete_own()
                 self.pause()
 
-    def _draw(self, serial: int):
+    def _draw(self):
         """Drag a new box (unique to this user) on the open image; its key if the add succeeded."""
         width, height = self.sizes[self.image]
         mine = {box_key(self.image, b) for b in self.boxes()}
@@ -392,6 +398,7 @@ def run_load(cfg: LoadConfig, workdir: Path) -> dict:
                 ledger=ledger,
                 rng=random.Random(cfg.seed * 1000 + i),
                 think_s=cfg.think_s,
+                max_own=cfg.max_own,
                 deadline=deadline,
             )
             for i in range(cfg.users)
@@ -450,6 +457,7 @@ def print_report(cfg: LoadConfig, result: dict) -> None:
     ledger, checks = result["ledger"], result["checks"]
     print(
         f"{cfg.users} users x {cfg.seconds:.0f} s, think {cfg.think_s} s, "
+        f"{f'at most {cfg.max_own} labels per user and image, ' if cfg.max_own else ''}"
         f"{len(result['images'])} images ({result['images'][0]} shared); "
         f"load average {result['load'][0][0]:.1f} before, {result['load'][1][0]:.1f} after, "
         f"{os.cpu_count()} CPUs"
@@ -493,12 +501,26 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=defaults.users)
     parser.add_argument("--seconds", type=float, default=defaults.seconds)
     parser.add_argument("--think", type=float, default=defaults.think_s, help="mean pause, s")
+    parser.add_argument(
+        "--max-own",
+        type=int,
+        default=defaults.max_own,
+        help="keep at most this many labels per user and image (0: no limit)",
+    )
     parser.add_argument("--balloon", type=int, default=defaults.balloon)
     parser.add_argument("--max-side", type=int, default=defaults.max_side)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
-    cfg = LoadConfig(args.users, args.seconds, args.think, args.balloon, args.max_side, args.seed)
+    cfg = LoadConfig(
+        users=args.users,
+        seconds=args.seconds,
+        think_s=args.think,
+        max_own=args.max_own,
+        balloon=args.balloon,
+        max_side=args.max_side,
+        seed=args.seed,
+    )
     workdir = Path(tempfile.mkdtemp(prefix="box2mask-load-"))
     try:
         result = run_load(cfg, workdir)

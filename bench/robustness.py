@@ -1,17 +1,20 @@
-"""Robustness: every bad input of issue 8 item 1 (and a SIGKILL) fed to box2mask; one table.
+"""Robustness: every bad input and fault of issue 8 items 1-2 fed to box2mask; one table.
 
-    .venv/bin/python bench/robustness.py [--details]
+    .venv/bin/python bench/robustness.py [--details] [--only fault]
 
 Each case runs in a fresh temporary folder, on tiny images, through the public entry points:
 `load_image`, `box2mask segment` (in process, as `box2mask.cli` would run it) and
-`box2mask.build_predictor(checkpoint)`. A case is
+`box2mask.build_predictor(checkpoint)`; faults: SIGKILL of `segment`, of `train` (then --resume,
+compared with an uninterrupted run) and of a process writing the label store, a disk that fills
+up while a checkpoint is saved (the training scenarios are those of tests/test_faults.py). A case is
 
     handled      the expected outcome: an error naming the file / annotation and the problem (and,
                  for segment, exit status 1 with every other box segmented, or 2 with nothing
                  written), or a correct result for an odd but valid input (CMYK, 16-bit, ...)
     wrong        it ran, without a clear error, but the result is wrong (e.g. an empty mask)
     crash        an unexpected exception, a traceback, a wrong exit status or no message
-    labels lost  input annotations missing from OUT.json (segment cases that write it)
+    labels lost  input annotations missing from OUT.json (segment cases that write it); for the
+                 label store, labels reported committed that are missing or not as written
 """
 
 import argparse
@@ -429,6 +432,151 @@ def sigkill_case(folder: Path, name: str) -> tuple[str, str, int]:
     return status, f"killed after {done}/12 images; rerun identical: {same}", _lost(coco, out)
 
 
+# -------------------------------------------------------------- faults: training, checkpoints, store
+
+
+def _faults():
+    """The training-fault scenarios of tests/test_faults.py (imported: one version of each)."""
+    import torch
+
+    from tests import test_faults
+
+    torch.set_num_threads(1)  # the same thread count as the subprocess runs: same sums
+    return test_faults
+
+
+def _reference_run(folder: Path, faults) -> tuple[Path, Path]:
+    """A tiny dataset and an uninterrupted training run on it (the reference)."""
+    from tests.test_train_loop import make_shapes_dataset
+    from train.train_cmd import train
+
+    shapes = make_shapes_dataset(folder / "data")
+    straight = folder / "straight"
+    config = faults.tiny_config(shapes, straight, iterations=faults.STEPS, checkpoint_every=2)
+    train(config, progress=False)
+    return shapes, straight
+
+
+def train_sigkill_case(folder: Path, name: str) -> tuple[str, str, int]:
+    faults = _faults()
+    shapes, straight = _reference_run(folder, faults)
+    out = folder / "killed"
+    killed_at = faults.kill_after_first_checkpoint(shapes, out)
+    code = faults.resume(out)
+    problems = faults.differences(out, straight)
+    message = f"killed with last.pt at step {killed_at}; --resume exit {code}; " + (
+        "; ".join(problems) or f"{faults.STEPS} steps, weights identical to an uninterrupted run"
+    )
+    return ("handled" if code == 0 and not problems else "crash"), message, 0
+
+
+def train_disk_full_case(folder: Path, name: str) -> tuple[str, str, int]:
+    """Disk full at the step-4 checkpoint of `box2mask train`: step 2 kept, then --resume."""
+    from box2mask.checkpoint import load_checkpoint
+
+    faults = _faults()
+    shapes, straight = _reference_run(folder, faults)
+    out = folder / "full"
+    err = io.StringIO()
+    try:
+        with faults.disk_full_at_step(4), contextlib.redirect_stderr(err):
+            code = cli_main(faults.train_args(shapes, out))
+        how = f"exit {code}: {err.getvalue().strip().splitlines()[-1][:80]}"
+    except OSError as error:
+        code, how = None, f"traceback ({error.strerror}, no message naming last.pt)"
+    kept = load_checkpoint(out / "last.pt")["extra"]["step"]
+    temps = [p.name for p in out.iterdir() if p.name.startswith(".tmp")]
+    resumed = faults.resume(out)
+    problems = faults.differences(out, straight)
+    message = f"{how}; last.pt kept at step {kept}, temp files {len(temps)}; --resume: " + (
+        "; ".join(problems) or "weights identical to an uninterrupted run"
+    )
+    intact = kept == 2 and not temps and resumed == 0 and not problems
+    clear = code not in (None, 0) and "last.pt" in how
+    return ("handled" if intact and clear else "crash" if intact else "wrong"), message, 0
+
+
+def checkpoint_disk_full_case(folder: Path, name: str) -> tuple[str, str, int]:
+    """save_checkpoint when the disk fills up half way: the previous file intact, no temp file."""
+    import errno
+
+    import torch
+
+    from box2mask.checkpoint import load_checkpoint, save_checkpoint
+    from box2mask.config import ModelConfig
+
+    faults = _faults()
+    model = torch.nn.Linear(3, 2)
+    args = dict(model_config=ModelConfig(), class_names=["c"], config={}, model_version="v")
+    path = folder / "last.pt"
+    save_checkpoint(path, model=model, extra={"step": 2}, **args)
+    before = path.read_bytes()
+    torch.save = faults.disk_full_after(len(before) // 2)
+    try:
+        save_checkpoint(path, model=model, extra={"step": 4}, **args)
+        return "wrong", "no error although the disk was full", 0
+    except OSError as err:
+        raised = err.errno == errno.ENOSPC
+    finally:
+        torch.save = faults.REAL_SAVE
+    intact = path.read_bytes() == before and load_checkpoint(path)["extra"]["step"] == 2
+    others = [p.name for p in folder.iterdir() if p.name != "last.pt"]
+    ok = raised and intact and not others
+    message = (
+        f"OSError ENOSPC raised: {raised}; previous last.pt intact: {intact}; temp files: {others}"
+    )
+    return ("handled" if ok else "wrong"), message, 0
+
+
+_STORE_WRITER = """
+import sys
+from annotator.store import Label, SQLiteStore
+store = SQLiteStore(sys.argv[1])
+rle = {"size": [40, 56], "counts": "0" * 30}
+while True:
+    label = store.add(Label(image="a.png", box_xyxy=[1, 2, 30, 40], class_name="c", mask_rle=rle,
+                            source="model", model_version="v", verified=False))
+    label = store.update(Label(**{**label.__dict__, "verified": True}))
+    print(label.id, label.revision, flush=True)
+"""
+
+
+def store_sigkill_case(folder: Path, name: str, kills: int = 5) -> tuple[str, str, int]:
+    """SIGKILL a process adding and accepting labels, `kills` times at random moments; after
+    each, every label it reported as committed must be in the store, accepted, and the file sound."""
+    import random
+    import sqlite3
+
+    from annotator.store import SQLiteStore
+
+    db_path = folder / "labels.sqlite"
+    committed, rng = {}, random.Random(0)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(kills):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _STORE_WRITER, str(db_path)], stdout=subprocess.PIPE, env=env
+        )
+        proc.stdout.readline()  # writing has started
+        time.sleep(rng.uniform(0.05, 0.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for line in proc.stdout.read().split(b"\n")[:-1]:  # complete lines only
+            label_id, revision = line.decode().split()
+            committed[label_id] = int(revision)
+    sound = sqlite3.connect(db_path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store = SQLiteStore(db_path)
+    lost = 0
+    for label_id, revision in committed.items():
+        try:
+            label = store.get(label_id)
+            lost += not (label.verified and label.revision == revision)
+        except KeyError:
+            lost += 1
+    store.close()
+    message = f"{kills} kills, {len(committed)} labels committed, integrity_check ok: {sound}"
+    return ("handled" if sound and not lost else "crash"), message, lost
+
+
 # -------------------------------------------------------------- the table
 
 
@@ -439,15 +587,22 @@ def all_cases():
     cases += [("COCO file (segment)", n, segment_coco_case) for n in _coco_cases()]
     cases += [("checkpoint (build_predictor)", n, checkpoint_case) for n in CHECKPOINTS]
     cases += [("fault (segment)", "SIGKILL mid-run, rerun", sigkill_case)]
+    cases += [("fault (train)", "SIGKILL after the first checkpoint, --resume", train_sigkill_case)]
+    cases += [("fault (train)", "disk full at a checkpoint, --resume", train_disk_full_case)]
+    cases += [("fault (checkpoint)", "disk full half way through save", checkpoint_disk_full_case)]
+    cases += [("fault (label store)", "5 SIGKILLs during a burst of writes", store_sigkill_case)]
     return cases
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--details", action="store_true", help="also print one row per case")
+    parser.add_argument("--only", default="", help="run the groups whose name contains this")
     args = parser.parse_args()
     rows = []
     for group, name, fn in all_cases():
+        if args.only not in group:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 status, message, lost = fn(Path(tmp), name)

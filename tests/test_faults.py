@@ -5,6 +5,7 @@ The other faults of the reliability issue are tested beside their code: SIGKILL 
 `segment` writes OUT.json (tests/test_segment.py).
 """
 
+import contextlib
 import errno
 import io
 import json
@@ -55,52 +56,59 @@ def straight(shapes, tmp_path_factory):
     return out
 
 
-def _train_args(shapes: Path, out: Path) -> list[str]:
+def train_args(shapes: Path, out: Path) -> list[str]:
+    """`box2mask train` arguments: the tiny config, STEPS steps, a checkpoint every 2 steps."""
     settings = {**TINY, "iterations": STEPS, "checkpoint_every": 2}
     return ["train", "--data", str(shapes), "--out", str(out), "--threads", "1", "--set"] + [
         f"{k}={v}" for k, v in settings.items()
     ]
 
 
-def _metric_steps(out: Path) -> list[int]:
-    return [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-
-
-def _assert_same_run(out: Path, straight: Path) -> None:
-    """Same step count, one valid metrics line per step, the same weights as the reference."""
-    assert _metric_steps(out) == list(range(1, STEPS + 1))
-    ours, reference = load_checkpoint(out / "last.pt"), load_checkpoint(straight / "last.pt")
-    assert ours["extra"]["step"] == STEPS
-    for name, value in reference["model_state"].items():
-        torch.testing.assert_close(ours["model_state"][name], value, msg=name)
-
-
-def test_sigkill_during_training_then_resume_ends_like_an_uninterrupted_run(
-    shapes, straight, tmp_path
-):
-    out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "annotator.cli"]
-    proc = subprocess.Popen(
-        cli + _train_args(shapes, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.time() + 120
-    while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None, f"training ended before the kill:\n{proc.stderr.read()!r}"
-    os.kill(proc.pid, signal.SIGKILL)  # right after the first checkpoint (step 2)
-    proc.wait()
-    proc.stderr.close()
-    killed_at = load_checkpoint(out / "last.pt")["extra"]["step"]
-    assert 2 <= killed_at < STEPS
-
+def resume(out: Path) -> int:
+    """`box2mask train --out OUT --resume` in this process; its exit status."""
     from annotator.cli import main
 
-    assert main(["train", "--out", str(out), "--resume", "--threads", "1"]) == 0
-    _assert_same_run(out, straight)
+    return main(["train", "--out", str(out), "--resume", "--threads", "1"])
 
 
-def _disk_full_after(n_bytes: int):
+def differences(out: Path, straight: Path) -> list[str]:
+    """How run `out` differs from the uninterrupted `straight`: step count, metrics.jsonl (one
+    valid line per step), weights. Empty when they are the same run."""
+    found = []
+    try:
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        steps = [json.loads(line)["step"] for line in lines]
+    except (OSError, ValueError, KeyError) as err:
+        return [f"metrics.jsonl unreadable: {err}"]
+    if steps != list(range(1, STEPS + 1)):
+        found.append(f"metrics.jsonl steps {steps}")
+    ours, reference = load_checkpoint(out / "last.pt"), load_checkpoint(straight / "last.pt")
+    if ours["extra"]["step"] != STEPS:
+        found.append(f"last.pt at step {ours['extra']['step']}")
+    for name, value in reference["model_state"].items():
+        if not torch.allclose(ours["model_state"][name], value):
+            found.append(f"weight {name} differs")
+    return found
+
+
+def kill_after_first_checkpoint(shapes: Path, out: Path) -> int:
+    """Run `box2mask train` in a subprocess and SIGKILL it as soon as last.pt first appears;
+    the step of the last.pt it left."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "annotator.cli", *train_args(shapes, out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        raise RuntimeError(f"training ended before the kill:\n{proc.stderr.read()!r}")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    return load_checkpoint(out / "last.pt")["extra"]["step"]
+
+
+def disk_full_after(n_bytes: int):
     """A stand-in for torch.save that writes the first `n_bytes` of the real file, then ENOSPC."""
 
     def save(obj, f, *args, **kwargs):
@@ -112,7 +120,52 @@ def _disk_full_after(n_bytes: int):
     return save
 
 
-def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(shapes, monkeypatch, tmp_path):
+@contextlib.contextmanager
+def disk_full_at_step(step: int):
+    """Within the block, saving a checkpoint of `step` fills the disk; yields the steps saved."""
+    calls = []
+
+    def save(obj, f, *args, **kwargs):
+        calls.append(obj["extra"]["step"])
+        if obj["extra"]["step"] == step:
+            return disk_full_after(1000)(obj, f, *args, **kwargs)
+        return REAL_SAVE(obj, f, *args, **kwargs)
+
+    torch.save = save
+    try:
+        yield calls
+    finally:
+        torch.save = REAL_SAVE
+
+
+def test_sigkill_during_training_then_resume_ends_like_an_uninterrupted_run(
+    shapes, straight, tmp_path
+):
+    out = tmp_path / "killed"
+    killed_at = kill_after_first_checkpoint(shapes, out)
+    assert 2 <= killed_at < STEPS
+    assert resume(out) == 0
+    assert differences(out, straight) == []
+
+
+def test_differences_finds_a_run_that_is_not_the_reference(shapes, straight, tmp_path):
+    out = tmp_path / "copy"
+    out.mkdir()
+    (out / "metrics.jsonl").write_bytes((straight / "metrics.jsonl").read_bytes())
+    ckpt = load_checkpoint(straight / "last.pt")
+    name = next(iter(ckpt["model_state"]))
+    ckpt["model_state"][name] = ckpt["model_state"][name] + 1
+    del ckpt["path"]
+    torch.save(ckpt, out / "last.pt")
+    with open(out / "metrics.jsonl", "a") as handle:
+        handle.write(json.dumps({"step": 3}) + "\n")
+    assert differences(out, straight) == [
+        f"metrics.jsonl steps {[1, 2, 3, 4, 5, 6, 3]}",
+        f"weight {name} differs",
+    ]
+
+
+def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(monkeypatch, tmp_path):
     from box2mask.checkpoint import save_checkpoint
     from box2mask.config import ModelConfig
 
@@ -123,7 +176,7 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(shapes, monk
     before = path.read_bytes()
     with torch.no_grad():
         model.weight.add_(1.0)
-    monkeypatch.setattr(torch, "save", _disk_full_after(len(before) // 2))
+    monkeypatch.setattr(torch, "save", disk_full_after(len(before) // 2))
     with pytest.raises(OSError) as err:
         save_checkpoint(path, model=model, extra={"step": 4}, **args)
     assert err.value.errno == errno.ENOSPC
@@ -133,26 +186,16 @@ def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(shapes, monk
 
 
 def test_disk_full_during_training_then_resume_ends_like_an_uninterrupted_run(
-    shapes, straight, monkeypatch, tmp_path
+    shapes, straight, tmp_path
 ):
     """The disk fills up at the step-4 checkpoint: step 2's last.pt survives and --resume works."""
     from annotator.cli import main
 
-    calls = []
-
-    def save(obj, f, *args, **kwargs):
-        calls.append(obj["extra"]["step"])
-        if obj["extra"]["step"] == 4:
-            return _disk_full_after(1000)(obj, f, *args, **kwargs)
-        return REAL_SAVE(obj, f, *args, **kwargs)
-
     out = tmp_path / "full"
-    monkeypatch.setattr(torch, "save", save)
-    with pytest.raises(OSError, match="No space left"):
-        main(_train_args(shapes, out))
-    assert calls == [2, 4]
+    with disk_full_at_step(4) as saved, pytest.raises(OSError, match="No space left"):
+        main(train_args(shapes, out))
+    assert saved == [2, 4]
     assert load_checkpoint(out / "last.pt")["extra"]["step"] == 2
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "last.pt", "metrics.jsonl"]
-    monkeypatch.setattr(torch, "save", REAL_SAVE)  # space freed
-    assert main(["train", "--out", str(out), "--resume", "--threads", "1"]) == 0
-    _assert_same_run(out, straight)
+    assert resume(out) == 0  # space freed
+    assert differences(out, straight) == []
