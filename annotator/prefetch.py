@@ -7,93 +7,34 @@ that walks the image list from the current position forward (the current image, 
 state there. When the person opens an image, `activate(image)` restores the state from the cache
 (a hit) instead of encoding it: the first box then answers like the hundredth.
 
-Predictors take part through a two-method protocol (see notes/H8_INTEGRATION.md):
+Predictors take part through a two-method protocol (`box2mask.predictor.Box2MaskPredictor` has it):
 
     encode_state(image) -> dict   the encoding of an (H, W, 3) uint8 RGB image, as a flat dict of
                                   tensors / ints / floats / tuples; does not change the image the
                                   predictor currently answers for (safe from another thread)
     set_state(state) -> None      make `state` the current image, exactly as set_image(image) would
 
-`stateful(predictor)` returns the predictor itself when it has both methods, else
-`Box2MaskStateAdapter`, which provides them for `box2mask.predictor.Box2MaskPredictor` by reading
-and writing its private attributes (`_features`, `_image`, `_scale`, `_size`): the only way until
-the predictor has the two methods itself. The embedded level-set default needs no prefetching:
-its `set_image` is a colour conversion.
+The embedded level-set default needs no prefetching (its `set_image` is a colour conversion):
+`stateful` refuses it with a TypeError and the annotator then runs without a Prefetcher.
 """
 
-import copy
 import logging
 import threading
 
 import numpy as np
-import torch
 
 from box2mask.embedding_cache import EmbeddingCache, image_key
 from box2mask.image_io import load_image
 
-__all__ = ["Box2MaskStateAdapter", "Prefetcher", "stateful"]
+__all__ = ["Prefetcher", "stateful"]
 
 logger = logging.getLogger(__name__)
 
 
-class Box2MaskStateAdapter:
-    """encode_state / set_state for a `Box2MaskPredictor` that lacks them (private attributes).
-
-    The state holds the network features (`mask_features`, `multi_scale.<i>`, `image_size`), the
-    image itself as uint8 (the refinement's normalised float image is recomputed from it: a
-    quarter of the bytes), the network scale and the original size. Encoding runs on a shallow
-    copy of the predictor that shares its model, so it never touches the predictor's current
-    image and may run in another thread.
-    """
-
-    def __init__(self, predictor):
-        self.predictor = predictor
-
-    @property
-    def model_version(self) -> str:
-        return self.predictor.model_version
-
-    def encode_state(self, image: np.ndarray) -> dict:
-        worker = copy.copy(self.predictor)  # own attributes, same model
-        worker.set_image(image)
-        features = worker._features
-        state = {
-            "mask_features": features["mask_features"],
-            "image_size": tuple(int(v) for v in features["image_size"]),
-            "num_scales": len(features["multi_scale"]),
-            "image": torch.from_numpy(np.array(image, dtype=np.uint8)),  # a copy
-            "scale": tuple(float(v) for v in worker._scale),
-            "size": tuple(int(v) for v in worker._size),
-        }
-        for i, level in enumerate(features["multi_scale"]):
-            state[f"multi_scale.{i}"] = level
-        return state
-
-    @torch.inference_mode()
-    def set_state(self, state: dict) -> None:
-        p = self.predictor
-        device = p.device
-        p._features = {
-            "multi_scale": [
-                state[f"multi_scale.{i}"].to(device) for i in range(int(state["num_scales"]))
-            ],
-            "mask_features": state["mask_features"].to(device),
-            "image_size": tuple(state["image_size"]),
-        }
-        full = state["image"].to(device).permute(2, 0, 1)[None].float()
-        p._image = p.model.normalize(full)
-        p._scale = tuple(state["scale"])
-        p._size = tuple(state["size"])
-
-
 def stateful(predictor):
-    """The predictor if it has encode_state and set_state, else an adapter; TypeError if neither."""
+    """The predictor if it has encode_state and set_state; TypeError otherwise."""
     if hasattr(predictor, "encode_state") and hasattr(predictor, "set_state"):
         return predictor
-    from box2mask.predictor import Box2MaskPredictor
-
-    if isinstance(predictor, Box2MaskPredictor):
-        return Box2MaskStateAdapter(predictor)
     raise TypeError(
         f"{type(predictor).__name__} has no encode_state/set_state: it cannot be prefetched"
     )

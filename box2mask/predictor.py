@@ -83,9 +83,18 @@ class Box2MaskPredictor:
             **options,
         )
 
-    @torch.inference_mode()
     def set_image(self, image: np.ndarray) -> None:
         """Encode an (H, W, 3) uint8 RGB image: long side resized to `image_size`, padded to /32."""
+        self.set_state(self.encode_state(image))
+
+    @torch.inference_mode()
+    def encode_state(self, image: np.ndarray) -> dict:
+        """Everything `set_image` computes, as a flat dict of tensors / ints / tuples (what
+        `torch.load(weights_only=True)` reads back, so it can live in an `EmbeddingCache`).
+
+        Does not change the predictor: a background thread may encode the next image while
+        `predict` answers boxes on the current one.
+        """
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(
@@ -94,15 +103,40 @@ class Box2MaskPredictor:
         height, width = image.shape[:2]
         scale = self.image_size / max(height, width)
         new_h, new_w = max(round(height * scale), 1), max(round(width * scale), 1)
-        full = torch.from_numpy(image).to(self.device).permute(2, 0, 1)[None].float()
+        pixels = torch.from_numpy(np.array(image, dtype=np.uint8))  # a writable copy
+        full = pixels.to(self.device).permute(2, 0, 1)[None].float()
         resized = F.interpolate(full, size=(new_h, new_w), mode="bilinear", antialias=True)
         pad_h, pad_w = -new_h % 32, -new_w % 32
         mean = self.model.pixel_mean
         padded = F.pad(resized - mean, (0, pad_w, 0, pad_h)) + mean  # pad with the mean colour
-        self._features = self.model.encode(padded)
+        features = self.model.encode(padded)
+        state = {
+            "mask_features": features["mask_features"],
+            "image_size": tuple(int(v) for v in features["image_size"]),
+            "num_scales": len(features["multi_scale"]),
+            "image": pixels,  # uint8: the refinement's float image is recomputed (4x smaller)
+            "scale": (new_w / width, new_h / height),  # network pixels per image pixel (x, y)
+            "size": (height, width),
+        }
+        for i, level in enumerate(features["multi_scale"]):
+            state[f"multi_scale.{i}"] = level
+        return state
+
+    @torch.inference_mode()
+    def set_state(self, state: dict) -> None:
+        """Make an `encode_state` result the current image (exactly as `set_image` would)."""
+        device = self.device
+        self._features = {
+            "multi_scale": [
+                state[f"multi_scale.{i}"].to(device) for i in range(int(state["num_scales"]))
+            ],
+            "mask_features": state["mask_features"].to(device),
+            "image_size": tuple(state["image_size"]),
+        }
+        full = state["image"].to(device).permute(2, 0, 1)[None].float()
         self._image = self.model.normalize(full)  # (1, 3, H, W) for the refinement
-        self._scale = (new_w / width, new_h / height)  # network pixels per image pixel (x, y)
-        self._size = (height, width)
+        self._scale = tuple(state["scale"])
+        self._size = tuple(state["size"])
 
     def _to_grid(self, xs: torch.Tensor, axis: int) -> torch.Tensor:
         """Image coordinates along x (axis 0) or y (axis 1) -> mask-grid coordinates."""

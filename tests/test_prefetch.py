@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from annotator.prefetch import Box2MaskStateAdapter, Prefetcher, stateful
+from annotator.prefetch import Prefetcher, stateful
 from box2mask.config import ModelConfig
 from box2mask.embedding_cache import EmbeddingCache, image_key
 from box2mask.image_io import load_image
@@ -54,14 +54,14 @@ def test_state_through_the_cache_answers_like_set_image(model, tmp_path):
     direct.set_image(image)
     expected = direct.predict(BOXES)
 
-    adapter = Box2MaskStateAdapter(_predictor(model))
-    adapter.predictor.set_image(other)
-    state = adapter.encode_state(image)
-    assert adapter.predictor._size == (50, 80)  # encoding did not change the current image
+    predictor = _predictor(model)
+    predictor.set_image(other)
+    state = predictor.encode_state(image)
+    assert predictor._size == (50, 80)  # encoding did not change the current image
     cache = EmbeddingCache(tmp_path)
     cache.put("k", state)
-    adapter.set_state(cache.get("k"))
-    _same_answers(adapter.predictor.predict(BOXES), expected)
+    predictor.set_state(cache.get("k"))
+    _same_answers(predictor.predict(BOXES), expected)
 
 
 def test_stateful_names_what_is_missing():
