@@ -62,6 +62,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest upload accepted (the COCO import), in MB (default 50)",
     )
     parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where image encodings computed in the background are kept "
+        "(default: IMAGES_DIR/.box2mask_cache; used with --checkpoint models)",
+    )
+    parser.add_argument(
+        "--cache-gb",
+        type=float,
+        default=2.0,
+        help="size limit of that cache in GB; 0 turns background encoding off (default 2)",
+    )
+    parser.add_argument(
         "--registry",
         default=None,
         help="model registry folder to watch: a newly promoted model is loaded without a restart",
@@ -127,7 +139,10 @@ def run(args) -> int:
     if not store.list_images():
         print(f"box2mask annotate: no images (.jpg, .png, ...) in {images_dir}", file=sys.stderr)
         return 2
-    service = PredictorService(build_predictor(args.checkpoint, args.device))
+    predictor = build_predictor(args.checkpoint, args.device)
+    service = PredictorService(
+        predictor, prefetcher=_prefetcher(args, predictor, store, images_dir)
+    )
     print(f"model: {service.model_version}; labels saved to {where}")
     watcher = None
     if args.registry:
@@ -160,5 +175,28 @@ def run(args) -> int:
     finally:
         if watcher is not None:
             watcher.stop()
+        service.close()
         store.close()
     return 0
+
+
+def _prefetcher(args, predictor, store, images_dir):
+    """Background encoding of the next images into an on-disk cache, for models that support it
+    (the embedded default encodes in a few ms and needs none); None when off or not possible."""
+    if args.cache_gb <= 0:
+        return None
+    from annotator.prefetch import Prefetcher, stateful
+    from box2mask.embedding_cache import EmbeddingCache
+    from box2mask.image_io import load_image
+
+    try:
+        stateful(predictor)
+    except TypeError:
+        return None
+    cache_dir = Path(args.cache_dir) if args.cache_dir else Path(images_dir) / ".box2mask_cache"
+    return Prefetcher(
+        predictor,
+        EmbeddingCache(cache_dir, max_bytes=int(args.cache_gb * 1024**3)),
+        images=store.list_images(),
+        load=lambda key: load_image(Path(images_dir) / key),
+    )

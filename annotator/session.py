@@ -33,10 +33,15 @@ FILTERS = ("all", "unlabeled", "in progress", "done")
 
 
 class PredictorService:
-    """One predictor shared by every tab: serialised calls, image cache, hot swap."""
+    """One predictor shared by every tab: serialised calls, image cache, hot swap.
 
-    def __init__(self, predictor):
+    With a `prefetcher` (annotator/prefetch.py; models with encode_state/set_state), images are
+    encoded ahead in the background and opening one restores its encoding from the on-disk cache.
+    """
+
+    def __init__(self, predictor, prefetcher=None):
         self._predictor = predictor
+        self._prefetcher = prefetcher
         self._lock = threading.Lock()
         self._image_key = None  # which image the predictor currently holds (set_image)
 
@@ -45,9 +50,12 @@ class PredictorService:
         return self._predictor.model_version
 
     def prepare(self, image_key: str, image: np.ndarray) -> None:
-        """Encode `image` now unless it is already the predictor's current image."""
+        """Encode `image` now unless it is already the predictor's current image; the
+        prefetcher (if any) then encodes the images after it."""
         with self._lock:
             self._ensure(image_key, image)
+        if self._prefetcher is not None and image_key in self._prefetcher.images:
+            self._prefetcher.set_position(self._prefetcher.images.index(image_key))
 
     def predict(self, image_key: str, image: np.ndarray, boxes_xyxy: np.ndarray, **options):
         """(N, 4) XYXY boxes -> masks (N, H, W) bool, scores (N,), encoding the image only if needed."""
@@ -60,10 +68,23 @@ class PredictorService:
         with self._lock:
             self._predictor = predictor
             self._image_key = None
+            if self._prefetcher is not None:
+                try:
+                    self._prefetcher.reset(predictor)
+                except TypeError:  # the new predictor cannot be prefetched: go without
+                    self._prefetcher.close()
+                    self._prefetcher = None
+
+    def close(self) -> None:
+        if self._prefetcher is not None:
+            self._prefetcher.close()
 
     def _ensure(self, image_key: str, image: np.ndarray) -> None:
         if self._image_key != image_key:
-            self._predictor.set_image(image)
+            if self._prefetcher is not None:
+                self._prefetcher.activate(image)
+            else:
+                self._predictor.set_image(image)
             self._image_key = image_key
 
 

@@ -99,3 +99,36 @@ def test_prefetcher_encodes_ahead_and_activate_hits(model, tmp_path):
         assert prefetcher.activate(unknown) is True
         reference.set_image(unknown)
         _same_answers(predictor.predict(BOXES), reference.predict(BOXES))
+
+
+def test_annotation_session_opens_prefetched_images_from_the_cache(model, tmp_path):
+    from annotator.session import AnnotationSession, PredictorService
+    from annotator.store import SQLiteStore
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(_image(i)).save(images / f"{i}.png")
+    store = SQLiteStore(tmp_path / "labels.sqlite", images)
+    keys = store.list_images()
+    predictor = _predictor(model)
+    prefetcher = Prefetcher(
+        predictor, EmbeddingCache(tmp_path / "cache"), keys, load=lambda k: load_image(images / k)
+    )
+    service = PredictorService(predictor, prefetcher=prefetcher)
+    session = AnnotationSession(store=store, images_dir=images, service=service, classes=["obj"])
+    session.open_image(keys[0])
+    assert prefetcher.wait_idle(timeout=60)
+    assert prefetcher.encoded == 3  # the opened image and the two after it, in the background
+    session.open_image(keys[2])  # restored from the cache: nothing encoded in the foreground
+    assert prefetcher.encoded == 3
+    session.on_boxes_changed([{"xmin": 10, "ymin": 8, "xmax": 50, "ymax": 40, "label": "obj"}])
+    reference = _predictor(model)
+    reference.set_image(load_image(images / keys[2]))
+    masks, _ = reference.predict(np.array([[10.0, 8.0, 50.0, 40.0]]))
+    from box2mask.rle import decode_rle
+
+    stored = store.labels(keys[2])[0]
+    assert np.array_equal(decode_rle(stored.mask_rle), masks[0])
+    service.close()
+    store.close()
