@@ -21,6 +21,7 @@ from annotator.overlay import CLASS_COLORS, crop_view, render_overlay
 from annotator.store import Label, LabelStore, StaleWriteError
 from box2mask.box_ops import BoxError, validate_box
 from box2mask.image_io import load_image
+from box2mask.mask_quality import quality_features, quality_score
 from box2mask.rle import decode_rle, encode_rle
 
 __all__ = ["SMOOTHING_LEVELS", "PredictorService", "AnnotationSession", "match_boxes"]
@@ -29,7 +30,8 @@ __all__ = ["SMOOTHING_LEVELS", "PredictorService", "AnnotationSession", "match_b
 SMOOTHING_LEVELS = (0.0, 0.5, None, 2.0, 4.0)
 DEFAULT_SMOOTHING = 2  # index into SMOOTHING_LEVELS
 MIN_BOX = 2.0  # boxes with a side under this many pixels are ignored (still being drawn)
-FILTERS = ("all", "unlabeled", "in progress", "done")
+# "worst first": images with unreviewed proposals, lowest mask-quality score first (review queue)
+FILTERS = ("all", "unlabeled", "in progress", "done", "worst first")
 
 
 class PredictorService:
@@ -147,6 +149,14 @@ class AnnotationSession:
         keys = self.store.list_images()
         if status_filter == "all":
             return keys
+        if status_filter == "worst first":
+            worst = {}
+            for k in keys:
+                pending = [lb.score for lb in self.store.labels(k) if not lb.verified]
+                pending = [s for s in pending if s is not None]
+                if pending:
+                    worst[k] = min(pending)
+            return sorted(worst, key=lambda k: (worst[k], k))
         return [k for k in keys if self.store.image_status(k) == status_filter]
 
     def progress(self) -> tuple[int, int]:
@@ -367,7 +377,10 @@ class AnnotationSession:
             masks, scores = self.service.predict(
                 self.image_key, self.image, boxes, smoothing=SMOOTHING_LEVELS[level]
             )
-            for k, mask, score in zip(group, masks, scores, strict=True):
+            # the label's score is the review-queue quality: the model's own score times the
+            # mask's shape checks (stray parts, holes, untouched box sides, odd fill)
+            quality = quality_score(quality_features(masks, boxes), scores).tolist()
+            for k, mask, score in zip(group, masks, quality, strict=True):
                 x0, y0, x1, y1, name = self.slots[k].shown
                 label = Label(
                     image=self.image_key,

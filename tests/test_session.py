@@ -226,3 +226,18 @@ def test_annotate_refuses_to_listen_on_the_network_without_a_login(capsys):
     assert "refusing to listen on 0.0.0.0 without a login" in capsys.readouterr().err
     assert main(["annotate", "demo", "--host", "0.0.0.0", "--auth", "user"]) == 2
     assert "USER:PASSWORD" in capsys.readouterr().err
+
+
+def test_worst_first_review_queue_orders_images_by_mask_quality(env):
+    session, store, _ = env
+    # a tight box on the disc (a clean mask) on a.png; a box over flat background on b.png
+    # (the mask cannot touch all four box sides: a likely error)
+    session.on_boxes_changed([{"xmin": 24, "ymin": 24, "xmax": 56, "ymax": 56, "label": "ball"}])
+    good = store.labels("a.png")[0].score
+    session.open_image("b.png")
+    session.on_boxes_changed([{"xmin": 20, "ymin": 2, "xmax": 99, "ymax": 79, "label": "ball"}])
+    bad = store.labels("b.png")[0].score
+    assert 0 <= bad < good <= 1
+    assert session.image_list("worst first") == ["b.png", "a.png"]  # c.png has nothing to review
+    session.accept(0)  # reviewed: b.png leaves the queue
+    assert session.image_list("worst first") == ["a.png"]
