@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from annotator.polygons import mask_to_polygons
 from annotator.store import Label, LabelStore
 from box2mask.box_ops import xywh_to_xyxy, xyxy_to_xywh
 from box2mask.rle import decode_rle, encode_rle, rle_area
@@ -58,9 +59,16 @@ def _class_names(store: LabelStore, images: list[str], classes) -> list[str]:
 
 
 def export_coco(
-    store: LabelStore, out_path, images_dir=None, classes=None, verified_only: bool = False
+    store: LabelStore,
+    out_path,
+    images_dir=None,
+    classes=None,
+    verified_only: bool = False,
+    polygons: bool = False,
 ) -> dict:
-    """Write a COCO instances file: every label as an annotation with bbox, RLE segmentation.
+    """Write a COCO instances file: every label as an annotation with bbox, RLE segmentation
+    (or, with `polygons=True`, COCO polygons: one per part, holes joined by zero-width cuts,
+    exact to the pixel when read back with pycocotools; see annotator/polygons.py).
 
     Labels without a mask get a bbox and no `segmentation`. Each annotation keeps its store
     metadata under "box2mask" (source, model_version, verified, revision, label_id). Returns the
@@ -90,7 +98,9 @@ def export_coco(
                 "iscrowd": 0,
             }
             if label.mask_rle is not None:
-                ann["segmentation"] = label.mask_rle
+                ann["segmentation"] = (
+                    mask_to_polygons(decode_rle(label.mask_rle)) if polygons else label.mask_rle
+                )
                 ann["area"] = float(rle_area(label.mask_rle))
             if label.score is not None:
                 ann["score"] = float(label.score)

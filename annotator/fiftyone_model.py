@@ -21,6 +21,7 @@ import numpy as np
 
 from annotator.fiftyone_convert import crop_mask, pixel_window, window_to_bbox
 from box2mask.image_io import to_rgb_uint8
+from box2mask.mask_quality import quality_features, quality_score
 
 __all__ = ["Box2MaskFiftyOneModel"]
 
@@ -138,8 +139,10 @@ class Box2MaskFiftyOneModel(fom.Model, fom.SamplesMixin):
             stop = start + self.boxes_per_call
             chunk = windows[start:stop]
             masks, scores = self.predictor.predict(np.asarray(chunk, dtype=np.float64))
-            for det, window, mask, score in zip(
-                usable[start:stop], chunk, masks, scores, strict=True
+            # review queue: sort the App by `box2mask.detections.quality` (lowest = likely error)
+            quality = quality_score(quality_features(masks, chunk), scores).tolist()
+            for det, window, mask, score, q in zip(
+                usable[start:stop], chunk, masks, scores, quality, strict=True
             ):
                 bbox = window_to_bbox(window, width, height)
                 detections.append(
@@ -148,6 +151,7 @@ class Box2MaskFiftyOneModel(fom.Model, fom.SamplesMixin):
                         bounding_box=bbox,
                         mask=crop_mask(mask, bbox),
                         confidence=float(score),
+                        quality=float(q),
                         source="model",
                         model_version=self.model_version,
                         prompt_id=det.id,

@@ -116,6 +116,7 @@ def test_apply_model_masks_every_prompt_box_and_keeps_ground_truth(env, applied)
             assert pred.mask.shape == (y1 - y0, x1 - x0)  # box-cropped, FiftyOne convention
             assert pred.label == "block" and pred.prompt_id == prompt.id
             assert pred.source == "model" and pred.model_version == model.model_version
+            assert 0.0 <= pred.quality <= pred.confidence <= 1.0  # review-queue score
             full = paste_mask(pred.mask, pred.bounding_box, width, height)
             direct, _ = model.predictor.predict(np.array([[x0, y0, x1, y1]], dtype=float))
             assert np.array_equal(full, direct[0])  # exactly the predictor's full-size mask

@@ -76,6 +76,16 @@ def test_sqlite_store_and_coco_rle_round_trip(store, tmp_path):
     assert np.array_equal(decode_rle(fresh.labels("a.png")[0].mask_rle), _mask())
 
 
+def test_coco_polygon_export_and_import_round_trip(store, tmp_path):
+    export_coco(store, tmp_path / "poly.json", polygons=True)
+    ann = json.loads((tmp_path / "poly.json").read_text())["annotations"][0]
+    assert isinstance(ann["segmentation"], list) and len(ann["segmentation"]) == 3
+    fresh = SQLiteStore(tmp_path / "fresh-poly.sqlite", store.images_dir)
+    assert import_coco(fresh, tmp_path / "poly.json")["added"] == 1
+    assert np.array_equal(decode_rle(fresh.labels("a.png")[0].mask_rle), _mask())
+    fresh.close()
+
+
 def test_coco_polygons_are_exact_at_tolerance_zero(tmp_path):
     polygons = mask_to_polygons(_mask())
     assert len(polygons) == 3  # one per part; holes are bridged into their part
