@@ -62,7 +62,7 @@ class LevelSetConfig:
     phi_clip: float = 8.0  # phi is kept in [-phi_clip, phi_clip]
     min_fill: float = 0.2  # a result covering less of its box falls back to the starting shape
     morph_radius: int = 1  # open/close radius of the clean-up, grid pixels (0 = none)
-    refine_radius: int = 8  # guided-filter window radius in image pixels (0 = no edge snapping)
+    refine_radius: int = 12  # guided-filter window radius in image pixels (0 = no edge snapping)
     refine_eps: float = 0.01  # guided-filter ridge weight (colour variance treated as noise)
     refine_sharpness: float = 1.0  # the filter's input is sigmoid(sharpness * phi)
     refine_min_scale: float = 1.0  # snap only boxes whose grid pixel spans more image pixels
