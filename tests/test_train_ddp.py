@@ -16,7 +16,6 @@ from tests.test_train_loop import TINY, make_shapes_dataset, one_thread, tiny_co
 SETTINGS = {**TINY, "batch_size": 4, "iterations": 2, "lr": 1e-4}
 
 
-@pytest.mark.slow  # about 40 s on 2 free cores (two extra Python processes)
 def test_two_gloo_processes_match_one_process(tmp_path):
     from train.train_cmd import train
 
