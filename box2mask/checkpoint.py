@@ -99,21 +99,27 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     return ckpt
 
 
-def build_model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    """The model stored in a checkpoint dict (from `load_checkpoint`), in eval mode on CPU."""
-    from box2mask.model import build_model
-
+def model_config_from_checkpoint(ckpt: dict) -> ModelConfig:
+    """The ModelConfig stored in a checkpoint dict (backbone_weights None: the state holds them)."""
     name = ckpt.get("path", "checkpoint")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = set(ckpt["model_config"]) - fields
     if unknown:
         raise CheckpointError(f"{name}: model_config has unknown fields {sorted(unknown)}")
     values = dict(ckpt["model_config"])
-    values["backbone_weights"] = None  # the state dict below holds every weight
+    values["backbone_weights"] = None  # the state dict holds every weight
     for key in ("pixel_mean", "pixel_std"):
         if key in values:
             values[key] = tuple(values[key])
-    model = build_model(ModelConfig(**values))
+    return ModelConfig(**values)
+
+
+def build_model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
+    """The model stored in a checkpoint dict (from `load_checkpoint`), in eval mode on CPU."""
+    from box2mask.model import build_model
+
+    name = ckpt.get("path", "checkpoint")
+    model = build_model(model_config_from_checkpoint(ckpt))
     try:
         model.load_state_dict(ckpt["model_state"])
     except RuntimeError as err:

@@ -70,6 +70,8 @@ class TrainConfig:
     levelset_warmup_steps: int = 100  # projection-only warm-up: level-set terms off before this
     amp: str = "auto"  # "bf16" | "fp16" | "fp32" | "auto" (CUDA: bf16 or fp16; CPU: fp32)
     seed: int = 0  # seeds model init, data order and augmentation
+    init_checkpoint: str = ""  # fine-tune: start from this checkpoint's model (its architecture
+    # and weights; optimizer and step start fresh; a class head of another size starts anew)
     # --- bookkeeping ---
     out_dir: str = "runs/box2mask"  # run directory: config.yaml, metrics.jsonl, last.pt
     checkpoint_every: int = 200  # write last.pt every this many steps (and at the end)

@@ -51,11 +51,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="config overrides, e.g. iterations=300",
     )
     parser.add_argument(
-        "--mask-supervision",
-        action="store_true",
-        help="also train on verified masks of training images (mixed supervision)",
-    )
-    parser.add_argument(
         "--metric", default="miou", help="metric of the promotion gate (default: miou)"
     )
     parser.add_argument(
@@ -112,7 +107,6 @@ def retrain(
     config_path: str | None,
     overrides: dict,
     init_from: str = "promoted",
-    mask_supervision: bool = False,
     metric: str = "miou",
     margin: float = 0.0,
     eval_fraction: float = 0.2,
@@ -148,7 +142,6 @@ def retrain(
             out_dir=work / "data",
             class_names=class_names,
             eval_fraction=eval_fraction,
-            mask_supervision=mask_supervision,
         )
         if data.train_boxes == 0:
             raise SystemExit("the label store has no boxes yet: nothing to train on")
@@ -161,7 +154,6 @@ def retrain(
                 "val_split": "",
                 "out_dir": str(work / "candidate"),
                 **({"init_checkpoint": str(init_path)} if init_path else {}),
-                **({"mask_supervision": True} if mask_supervision else {}),
             },
         )
         resume = work / "candidate" / "last.pt"
@@ -198,11 +190,7 @@ def retrain(
             metrics=candidate_metrics,
             data_snapshot=data.snapshot_id,
             parent=promoted.version if (promoted and init_from == "promoted") else None,
-            config={
-                "config_path": config_path,
-                "overrides": overrides,
-                "mask_supervision": mask_supervision,
-            },
+            config={"config_path": config_path, "overrides": overrides},
             note=note,
         )
         if promote:
@@ -234,7 +222,6 @@ def run(args: argparse.Namespace) -> int:
             config_path=args.config,
             overrides=parse_set_args(args.set),
             init_from=args.init_from,
-            mask_supervision=args.mask_supervision,
             metric=args.metric,
             margin=args.margin,
             eval_fraction=args.eval_fraction,
@@ -252,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
     data = result["data"]
     print(
         f"data {data.snapshot_id}: {data.train_images} images / {data.train_boxes} boxes for "
-        f"training ({data.mask_supervised} with masks), {data.eval_masks} held-out verified masks"
+        f"training, {data.eval_masks} held-out verified masks"
     )
     cur = result["current"] or {}
     cand = result["candidate"]

@@ -184,7 +184,7 @@ def train(
     from torch.nn.parallel import DistributedDataParallel
     from tqdm import tqdm
 
-    from box2mask.checkpoint import save_checkpoint
+    from box2mask.checkpoint import load_checkpoint, model_config_from_checkpoint, save_checkpoint
     from box2mask.losses import Box2MaskCriterion
     from box2mask.model import build_model
     from train.config import flatten_config, save_config
@@ -232,10 +232,19 @@ def train(
         save_config(cfg, out_dir / "config.yaml")
 
     torch.manual_seed(cfg.seed)  # same initial weights in every process
+    init = None
+    if cfg.init_checkpoint and resume_from is None:  # fine-tune: the parent's architecture
+        init = load_checkpoint(cfg.init_checkpoint)
+        parent = model_config_from_checkpoint(init)
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(parent, num_classes=cfg.model.num_classes)
+        )
     build_cfg = cfg.model
-    if resume_from is not None:  # the weights come from the checkpoint: never re-download
+    if resume_from is not None or init is not None:  # weights from a checkpoint: no download
         build_cfg = dataclasses.replace(cfg.model, backbone_weights=None)
     model = build_model(build_cfg).to(dist_info.device)
+    if init is not None:
+        _load_matching_weights(model, init["model_state"], cfg.init_checkpoint)
     if dist_info.enabled and dist_info.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     criterion = Box2MaskCriterion(
@@ -381,3 +390,16 @@ def train(
     finally:
         bar.close()
         cleanup()
+
+
+def _load_matching_weights(model, state: dict, source: str) -> None:
+    """Load every tensor of `state` whose name and shape fit `model` (fine-tuning with another
+    number of classes re-initialises only the class head) and say what was left out."""
+    own = model.state_dict()
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(fitting))
+    model.load_state_dict(fitting, strict=False)
+    if skipped:
+        print(
+            f"{source}: {len(skipped)} tensors start anew (shape changed): {', '.join(skipped[:4])}"
+        )

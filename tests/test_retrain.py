@@ -1,0 +1,79 @@
+"""`box2mask retrain` end to end on a tiny store: export, fine-tune, evaluate, gate, register."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from annotator.store import Label, SQLiteStore
+from box2mask.rle import encode_rle
+from tests.test_train_loop import TINY
+from train.registry import ModelRegistry
+from train.retrain_cmd import retrain
+
+
+@pytest.fixture
+def store(tmp_path):
+    rng = np.random.default_rng(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    yy, xx = np.mgrid[:64, :64]
+    s = SQLiteStore(tmp_path / "labels.sqlite", images)
+    for i in range(6):
+        image = rng.integers(0, 60, (64, 64, 3)).astype(np.uint8)
+        cx, cy = rng.uniform(20, 44, 2)
+        mask = ((xx - cx) / 10) ** 2 + ((yy - cy) / 8) ** 2 <= 1
+        image[mask] = (220, 60, 40)
+        Image.fromarray(image).save(images / f"{i}.png")
+        ys, xs = np.nonzero(mask)
+        box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+        s.add(Label(f"{i}.png", box, "blob", encode_rle(mask), "human-corrected", "m0", True))
+    yield s
+    s.close()
+
+
+def _round(store, registry, tmp_path, name, **kw):
+    return retrain(
+        store=store,
+        images_dir=store.images_dir,
+        registry=registry,
+        config_path=None,
+        overrides={**TINY, "iterations": 2},
+        eval_fraction=0.5,
+        work_dir=tmp_path / name,
+        device="cpu",
+        progress=False,
+        **kw,
+    )
+
+
+def test_rounds_promote_only_a_better_model_and_fine_tune_the_promoted_one(store, tmp_path):
+    registry = ModelRegistry(tmp_path / "models")
+    first = _round(store, registry, tmp_path, "r1", margin=-1.0)  # anything beats -1: promoted
+    assert first["promoted"] and registry.promoted().version == first["version"]
+    assert first["data"].eval_masks > 0 and 0 <= first["candidate"]["miou"] <= 1
+    assert first["current"]["miou"] > 0  # the embedded default was the current model
+    second = _round(store, registry, tmp_path, "r2", margin=1.0)  # nothing beats +1: kept
+    assert not second["promoted"] and "not better" in second["note"]
+    assert registry.promoted().version == first["version"]
+    versions = registry.list_versions()
+    assert [v.version for v in versions] == [first["version"], second["version"]]
+    assert versions[1].parent == first["version"]  # fine-tuned from the promoted model
+    assert versions[1].data_snapshot == versions[0].data_snapshot  # same labels, same snapshot
+
+
+def test_a_crash_in_the_middle_of_a_retrain_leaves_the_registry_untouched(
+    store, tmp_path, monkeypatch
+):
+    registry = ModelRegistry(tmp_path / "models")
+    first = _round(store, registry, tmp_path, "r1", margin=-1.0)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed in the middle of training")
+
+    monkeypatch.setattr("train.train_cmd.train", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        _round(store, registry, tmp_path, "r2", margin=-1.0)
+    assert [v.version for v in registry.list_versions()] == [first["version"]]
+    assert registry.promoted().version == first["version"]
+    with registry.lock():  # the lock was released
+        pass
