@@ -5,6 +5,7 @@ writes, review tags), mask evaluation with per-sample IoU, SQLite <-> FiftyOne r
 `box2mask fiftyone` command. Skipped only when FiftyOne's database cannot start.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -381,11 +382,19 @@ def test_plugin_operator_segments_the_current_view(env, monkeypatch):
         uri = "@box2mask/box2mask/segment_boxes"
         params = {"boxes_field": "ground_truth", "out_field": "from_plugin"}
         view = dataset.limit(1)  # the App's current view
-        run = foo.execute_operator(uri, ctx={"dataset": dataset, "view": view, "params": params})
+
+        def execute():
+            # in a thread of its own: FiftyOne runs operators on an asyncio loop, and a loop left
+            # behind in this thread by another test (Playwright's) would swallow the call
+            with ThreadPoolExecutor(1) as pool:
+                ctx = {"dataset": dataset, "view": view, "params": params}
+                return pool.submit(foo.execute_operator, uri, ctx=ctx).result()
+
+        run = execute()
         assert run.result["done"] == 1 and run.result["failed"] == 0
         assert len(dataset.exists("from_plugin")) == 1
         assert len(dataset.first().from_plugin.detections) == 2
-        again = foo.execute_operator(uri, ctx={"dataset": dataset, "view": view, "params": params})
+        again = execute()
         assert (again.result["done"], again.result["skipped"]) == (0, 1)
     finally:
         dataset.delete()
