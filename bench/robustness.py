@@ -481,7 +481,8 @@ def train_disk_full_case(folder: Path, name: str) -> tuple[str, str, int]:
     try:
         with faults.disk_full_at_step(4), contextlib.redirect_stderr(err):
             code = cli_main(faults.train_args(shapes, out))
-        how = f"exit {code}: {err.getvalue().strip().splitlines()[-1][:80]}"
+        last_line = err.getvalue().strip().splitlines()[-1]
+        how = f"exit {code}: {last_line[:60]}... {'names' if 'last.pt' in last_line else 'does not name'} last.pt"
     except OSError as error:
         code, how = None, f"traceback ({error.strerror}, no message naming last.pt)"
     kept = load_checkpoint(out / "last.pt")["extra"]["step"]
@@ -492,7 +493,7 @@ def train_disk_full_case(folder: Path, name: str) -> tuple[str, str, int]:
         "; ".join(problems) or "weights identical to an uninterrupted run"
     )
     intact = kept == 2 and not temps and resumed == 0 and not problems
-    clear = code not in (None, 0) and "last.pt" in how
+    clear = code not in (None, 0) and "names last.pt" in how
     return ("handled" if intact and clear else "crash" if intact else "wrong"), message, 0
 
 

@@ -106,6 +106,7 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    cfg = None
     try:
         cfg, ckpt = _resolve_config(args)
         time_limit_s = args.max_minutes * 60 if args.max_minutes else None
@@ -118,6 +119,15 @@ def run(args) -> int:
         print(
             "the last good checkpoint (if any) is untouched; try --resume with a lower lr "
             "or a longer levelset_warmup_steps",
+            file=sys.stderr,
+        )
+        return 1
+    except OSError as err:  # e.g. the disk filled up while writing a checkpoint
+        last = Path(cfg.out_dir) / "last.pt" if cfg is not None else "last.pt"
+        print(
+            f"error: training stopped: {err}. The last checkpoint written, {last}, is intact "
+            "(checkpoints go to a temporary file that is then renamed); free space and run "
+            "again with --resume",
             file=sys.stderr,
         )
         return 1
