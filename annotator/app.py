@@ -118,11 +118,16 @@ def build_app(
                     undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="b2m-undo")
                     redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="b2m-redo")
                 with gr.Row():
-                    brush_mode = gr.Radio(["add", "erase"], value="add", label="Brush", scale=2)
+                    brush_mode = gr.Radio(
+                        ["add", "erase", "click +", "click -"],
+                        value="add",
+                        label="Brush (paint) or click (re-segment with the click as a prompt)",
+                        scale=2,
+                    )
                     brush_toggle = gr.Button("Toggle (B)", elem_id="b2m-brush-mode", scale=1)
                     radius = gr.Slider(1, 40, value=6, step=1, label="Brush radius (px)", scale=2)
                 crop = gr.Image(
-                    label="Selected label: click to add / erase with the brush",
+                    label="Selected label: click to paint (brush) or to place a +/- click (re-segments the box)",
                     interactive=False,
                     format="jpeg",
                     height=360,
@@ -241,9 +246,11 @@ def build_app(
                 raise IndexError("select a label first (click it in the list)")
             _, scale, x0, y0 = zoom
             u, v = evt.index
-            session.brush(
-                x0 + (u + 0.5) / scale, y0 + (v + 0.5) / scale, float(size), mode == "erase"
-            )
+            x, y = x0 + (u + 0.5) / scale, y0 + (v + 0.5) / scale
+            if mode.startswith("click"):
+                session.click(x, y, inside=mode == "click +")
+            else:
+                session.brush(x, y, float(size), mode == "erase")
 
         crop.select(
             guarded(False)(on_brush),

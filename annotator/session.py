@@ -96,6 +96,7 @@ class Slot:
     mask: np.ndarray | None = None  # (H, W) bool, decoded once
     smoothing: int = DEFAULT_SMOOTHING  # index into SMOOTHING_LEVELS
     shown: tuple | None = None  # (xmin, ymin, xmax, ymax, class) as last sent to the UI
+    clicks: list = field(default_factory=list)  # [(x, y, 1 inside | 0 outside)] image pixels
 
 
 @dataclass
@@ -252,6 +253,13 @@ class AnnotationSession:
         slot.smoothing = int(np.clip(slot.smoothing + delta, 0, len(SMOOTHING_LEVELS) - 1))
         self._predict([key])
 
+    def click(self, x: float, y: float, inside: bool, index: int | None = None) -> None:
+        """A positive (inside) or negative click at image pixel (x, y): the box is decoded again
+        with every click of this label as a prompt that pins its pixel in or out."""
+        key = self._key(index)
+        self.slots[key].clicks.append((float(x), float(y), int(bool(inside))))
+        self._predict([key])
+
     def brush(
         self, x: float, y: float, radius: float, erase: bool, index: int | None = None
     ) -> None:
@@ -370,13 +378,20 @@ class AnnotationSession:
             self.order.append(key)
 
     def _predict(self, keys: list[int]) -> None:
-        """Decode the boxes of these slots (grouped by smoothing level) and save the masks."""
-        for level in sorted({self.slots[k].smoothing for k in keys}):
-            group = [k for k in keys if self.slots[k].smoothing == level]
+        """Decode the boxes of these slots and save the masks: slots without clicks in one call
+        per smoothing level, a slot with clicks alone (its clicks are prompts for its box only)."""
+        plain = [k for k in keys if not self.slots[k].clicks]
+        groups = [
+            [k for k in plain if self.slots[k].smoothing == level]
+            for level in sorted({self.slots[k].smoothing for k in plain})
+        ]
+        for group in groups + [[k] for k in keys if self.slots[k].clicks]:
+            clicks = np.array(self.slots[group[0]].clicks, dtype=np.float64).reshape(-1, 3)
+            options = {"smoothing": SMOOTHING_LEVELS[self.slots[group[0]].smoothing]}
+            if len(clicks):
+                options.update(points=clicks[:, :2], point_labels=clicks[:, 2].astype(np.int64))
             boxes = np.array([self.slots[k].shown[:4] for k in group], dtype=np.float64)
-            masks, scores = self.service.predict(
-                self.image_key, self.image, boxes, smoothing=SMOOTHING_LEVELS[level]
-            )
+            masks, scores = self.service.predict(self.image_key, self.image, boxes, **options)
             # the label's score is the review-queue quality: the model's own score times the
             # mask's shape checks (stray parts, holes, untouched box sides, odd fill)
             quality = quality_score(quality_features(masks, boxes), scores).tolist()
@@ -387,7 +402,7 @@ class AnnotationSession:
                     box_xyxy=[float(x0), float(y0), float(x1), float(y1)],
                     class_name=name,
                     mask_rle=encode_rle(mask),
-                    source="model",
+                    source="human-corrected" if self.slots[k].clicks else "model",
                     model_version=self.service.model_version,
                     verified=False,
                     score=float(score),

@@ -241,3 +241,18 @@ def test_worst_first_review_queue_orders_images_by_mask_quality(env):
     assert session.image_list("worst first") == ["b.png", "a.png"]  # c.png has nothing to review
     session.accept(0)  # reviewed: b.png leaves the queue
     assert session.image_list("worst first") == ["a.png"]
+
+
+def test_clicks_pin_pixels_and_mark_the_label_corrected(env):
+    session, store, predictor = env
+    session.on_boxes_changed([{"xmin": 20, "ymin": 20, "xmax": 60, "ymax": 60, "label": "ball"}])
+    mask = decode_rle(store.labels("a.png")[0].mask_rle)
+    assert mask[40, 40] and not mask[21, 21]  # the disc, not the corner
+    session.click(40.5, 40.5, inside=False)  # "not this pixel"
+    session.click(21.5, 21.5, inside=True)  # "this corner pixel belongs to it"
+    label = store.labels("a.png")[0]
+    mask = decode_rle(label.mask_rle)
+    assert not mask[40, 40] and mask[21, 21]
+    assert label.source == "human-corrected" and label.revision == 3
+    assert predictor.last_options["point_labels"].tolist() == [0, 1]  # every click is resent
+    assert session.undo() and decode_rle(store.labels("a.png")[0].mask_rle)[21, 21] == 0
