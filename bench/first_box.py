@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import load_dataset  # noqa: E402  (bench/quality.py)
+from train.box_prompt_eval import load_dataset  # noqa: E402
 
 
 def _tiny_checkpoint(folder: Path) -> Path:

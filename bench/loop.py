@@ -14,7 +14,6 @@ as baselines. (Mixed supervision -- corrected masks as mask targets -- is not im
 """
 
 import argparse
-import importlib.util
 import json
 import sys
 import tempfile
@@ -23,14 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
+from train.box_prompt_eval import evaluate_predictor, evaluate_predictors
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _bench_quality():
-    spec = importlib.util.spec_from_file_location("bench_quality", REPO / "bench" / "quality.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """bench/quality.py (its baselines: filled box, GrabCut) beside this file."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import quality
+
+    return quality
 
 
 def _fill_store(store, data_dir: Path, predictor):
@@ -91,7 +93,7 @@ def _correct(store, key: str, gt_anns: list[dict]):
     store.set_image_done(key, True)
 
 
-def run_variant(name: str, args, quality, tmp: Path) -> list[dict]:
+def run_variant(name: str, args, tmp: Path) -> list[dict]:
     from annotator.store import SQLiteStore
     from box2mask import build_predictor
     from train.registry import ModelRegistry
@@ -125,7 +127,7 @@ def run_variant(name: str, args, quality, tmp: Path) -> list[dict]:
         )
         candidate_ckpt = registry.checkpoint_path(result["version"])
         init_from = str(candidate_ckpt)  # the next round fine-tunes this round's candidate
-        cand = quality.evaluate_predictor(
+        cand = evaluate_predictor(
             build_predictor(candidate_ckpt), args.data, split="val", progress=False
         )
         promoted = registry.promoted()
@@ -134,7 +136,7 @@ def run_variant(name: str, args, quality, tmp: Path) -> list[dict]:
             if promoted
             else build_predictor(None)
         )
-        val = quality.evaluate_predictor(predictor, args.data, split="val", progress=False)
+        val = evaluate_predictor(predictor, args.data, split="val", progress=False)
         rows.append(
             {
                 "variant": name,
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", default="box", help="only 'box' (box supervision) for now")
     args = parser.parse_args(argv)
     quality = _bench_quality()
-    baselines = quality.evaluate_predictors(
+    baselines = evaluate_predictors(
         {"filled box": quality.FilledBox(), "GrabCut (crop)": quality.GrabCut(crop=True)},
         args.data,
         split="val",
@@ -172,13 +174,13 @@ def main(argv=None) -> int:
     )
     from box2mask import build_predictor
 
-    baselines["embedded default"] = quality.evaluate_predictor(
+    baselines["embedded default"] = evaluate_predictor(
         build_predictor(None), args.data, split="val", progress=False
     )
     rows = []
     with tempfile.TemporaryDirectory(prefix="box2mask-loop-") as tmp:
         for name in args.variants.split(","):
-            rows += run_variant(name, args, quality, Path(tmp))
+            rows += run_variant(name, args, Path(tmp))
     print(
         f"\nLearning loop on {args.data.name} (val split, GT boxes as prompts), {args.iterations} steps per round"
     )

@@ -8,21 +8,19 @@ Prompts are the ground-truth boxes (the tight box of each GT mask). Columns: mIo
 box (a vectorised method's set_image + predict time is shared by its boxes), and the Spearman
 correlation of the method's score with the true IoU (how well the score ranks masks).
 
-`evaluate_predictor(predictor, dataset_dir, split)` computes one row; `box2mask eval` uses it.
+The rows are computed by `train/box_prompt_eval.py` (`evaluate_predictor(predictor, dataset_dir,
+split)`), which `box2mask eval` and `box2mask retrain` use as well.
 """
 
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
-from box2mask.image_io import load_image
-from box2mask.metrics import MaskQualityEvaluator
+from train.box_prompt_eval import evaluate_predictors
 
 METHODS = ("box", "grabcut_image", "grabcut_crop", "default")
 
@@ -80,83 +78,6 @@ class GrabCut:
     def predict(self, boxes_xyxy):
         masks = np.stack([self._one(b) for b in boxes_xyxy]) if len(boxes_xyxy) else None
         return masks, np.ones(len(boxes_xyxy), dtype=np.float32)
-
-
-def load_dataset(dataset_dir, split: str = "all", limit: int | None = None):
-    """[(image path, [(GT mask (H, W) bool, tight box XYXY)])] for the images of a COCO dataset."""
-    dataset_dir = Path(dataset_dir)
-    ann_path = dataset_dir / "annotations.json"
-    if not ann_path.is_file():
-        raise FileNotFoundError(f"{ann_path}: no such file (expected a COCO annotations.json)")
-    coco = json.loads(ann_path.read_text())
-    images = [im for im in coco["images"] if split == "all" or im.get("split") == split]
-    images = sorted(images, key=lambda im: im["id"])[:limit]
-    by_image = {}
-    for ann in coco["annotations"]:
-        by_image.setdefault(ann["image_id"], []).append(ann)
-    items = []
-    for im in images:
-        instances = []
-        for ann in by_image.get(im["id"], []):
-            rle = ann["segmentation"]
-            if isinstance(rle, list):  # polygons
-                rle = mask_utils.merge(mask_utils.frPyObjects(rle, im["height"], im["width"]))
-            gt = mask_utils.decode(rle).astype(bool)
-            ys, xs = np.nonzero(gt)
-            if len(xs) == 0:
-                continue
-            box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
-            instances.append((gt, box))
-        items.append((dataset_dir / "images" / im["file_name"], instances))
-    return items
-
-
-def _spearman(a, b) -> float:
-    from scipy.stats import spearmanr
-
-    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
-        return float("nan")
-    return float(spearmanr(a, b).statistic)
-
-
-def evaluate_predictors(predictors: dict, dataset_dir, split="all", limit=None, progress=True):
-    """Run every predictor over the dataset once; returns {name: row dict}.
-
-    Each row: miou, boundary_f, miou_small/medium/large, count(_*), ms_per_box (median),
-    score_spearman (score vs IoU). Predictors follow the box2mask predictor interface.
-    """
-    from tqdm import tqdm
-
-    items = load_dataset(dataset_dir, split=split, limit=limit)
-    evaluators = {name: MaskQualityEvaluator() for name in predictors}
-    times = {name: [] for name in predictors}
-    scores = {name: [] for name in predictors}
-    for path, instances in tqdm(items, desc=f"{Path(dataset_dir).name}", disable=not progress):
-        if not instances:
-            continue
-        image = load_image(path)
-        boxes = np.stack([box for _, box in instances])
-        for name, predictor in predictors.items():
-            start = time.perf_counter()
-            predictor.set_image(image)
-            masks, box_scores = predictor.predict(boxes)
-            elapsed_ms = (time.perf_counter() - start) * 1000
-            times[name].extend([elapsed_ms / len(boxes)] * len(boxes))
-            scores[name].extend(np.asarray(box_scores, dtype=np.float64).tolist())
-            for mask, (gt, _) in zip(masks, instances, strict=True):
-                evaluators[name].process(mask, gt)
-    rows = {}
-    for name, evaluator in evaluators.items():
-        row = evaluator.summarize()
-        row["ms_per_box"] = float(np.median(times[name])) if times[name] else float("nan")
-        row["score_spearman"] = _spearman(np.array(scores[name]), np.array(evaluator.ious))
-        rows[name] = row
-    return rows
-
-
-def evaluate_predictor(predictor, dataset_dir, split="all", limit=None, progress=True) -> dict:
-    """One row (see `evaluate_predictors`) for one predictor."""
-    return evaluate_predictors({"model": predictor}, dataset_dir, split, limit, progress)["model"]
 
 
 def format_table(rows: dict) -> str:

@@ -26,11 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import _spearman, load_dataset  # noqa: E402  (bench/quality.py)
-
 from box2mask.image_io import load_image  # noqa: E402
 from box2mask.mask_quality import QUALITY_WEIGHTS, quality_features, quality_score  # noqa: E402
 from box2mask.metrics import mask_iou  # noqa: E402
+from train.box_prompt_eval import load_dataset, spearman  # noqa: E402
 
 BAD_IOU = 0.75  # a mask below this IoU with the ground truth is "bad"
 QUEUE_SHARE = 0.2  # the review queue looks at the lowest-ranked 20%
@@ -98,7 +97,7 @@ def fit_weights(data: dict, grid=(0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0), passes=2)
             best = None
             for value in grid:
                 trial = {**weights, name: value}
-                rho = _spearman(rankings(data, trial)["quality score"], data["iou"])
+                rho = spearman(rankings(data, trial)["quality score"], data["iou"])
                 if best is None or rho > best[0]:
                     best = (rho, value)
             weights[name] = best[1]
@@ -120,7 +119,7 @@ def table(results: dict, weights: dict) -> str:
             part = {k: v[keep] for k, v in data.items()}
             bad = int((part["iou"] < BAD_IOU).sum())
             for name, ranking in rankings(part, weights).items():
-                rho = _spearman(ranking, part["iou"])
+                rho = spearman(ranking, part["iou"])
                 recall = queue_recall(ranking, part["iou"])
                 lines.append(
                     f"| {data_name} | {pred_name} | {subset} | {len(part['iou'])} | {bad} | {name} "

@@ -1,47 +1,30 @@
 """Evaluators of a trained model on a COCO dataset with ground-truth masks.
 
 - Box prompts: GT boxes in, masks out; mIoU / boundary F / mIoU by size with the definitions of
-  bench/quality.py (`evaluate_predictor`, whose metrics live in box2mask/metrics.py).
+  the quality tables (`train/box_prompt_eval.py`, metrics in box2mask/metrics.py).
 - Automatic proposals: COCO mask AP (pycocotools) of `predictor.predict_all()`, detectron2-style
   `reset` / `process` / `summarize`.
 """
 
 import contextlib
-import importlib.util
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 
 from box2mask.image_io import load_image
 from box2mask.rle import encode_rle, rle_area
+from train.box_prompt_eval import evaluate_predictor
 
 __all__ = ["CocoMaskAPEvaluator", "evaluate_box_prompts", "evaluate_mask_ap"]
-
-_REPO = Path(__file__).resolve().parents[1]
-
-
-def _quality_module():
-    """bench/quality.py of this repository (the one definition of the box-prompt benchmark)."""
-    path = _REPO / "bench" / "quality.py"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: missing; box-prompt evaluation needs the repository's bench/"
-        )
-    spec = importlib.util.spec_from_file_location("box2mask_bench_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def evaluate_box_prompts(
     predictor, data_dir, split: str = "val", limit=None, progress=True
 ) -> dict:
-    """Box-prompt quality of `predictor` with the GT boxes as prompts (bench/quality.py row):
+    """Box-prompt quality of `predictor` with the GT boxes as prompts (a quality-table row):
     miou, boundary_f, miou_small/medium/large, count(_*), ms_per_box, score_spearman."""
-    quality = _quality_module()
-    return quality.evaluate_predictor(
+    return evaluate_predictor(
         predictor, data_dir, split=split or "all", limit=limit, progress=progress
     )
 
