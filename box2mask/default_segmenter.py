@@ -111,6 +111,7 @@ class LevelSetSegmenter:
         smoothing: float | None = None,
         points: np.ndarray | None = None,
         point_labels: np.ndarray | None = None,
+        init_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Masks for N boxes of the current image.
 
@@ -122,6 +123,8 @@ class LevelSetSegmenter:
             points: optional (P, 2) XY pixel clicks; `point_labels` (P,) 1 pins a disc of object
                 around the click, 0 a disc of background. Each click acts on every box whose
                 crop contains it (meant for one box at a time, as an annotator sends them).
+            init_masks: optional (N, H, W) bool starting masks (e.g. a trained model's), used
+                instead of the inscribed ellipse: the evolution then refines them.
         Returns:
             masks (N, H, W) bool, never outside their box; scores (N,) float in [0, 1].
         """
@@ -147,6 +150,9 @@ class LevelSetSegmenter:
         ring = valid & ~box_masks
         pins = self._pins(boxes_t, grid_boxes, points, point_labels, cfg)
         prior = box_prior(grid_boxes, cfg.grid_size, cfg)
+        if init_masks is not None:  # start from the given masks, sampled like the colours
+            start = self._sample(torch.as_tensor(np.asarray(init_masks), device=self.device))
+            prior = torch.where(box_masks, torch.where(start, 1.0, -1.0) * cfg.init_logit, prior)
         if cfg.local_background:
             sides = side_weights(grid_boxes, cfg.grid_size)
         else:
@@ -191,12 +197,19 @@ class LevelSetSegmenter:
         on_image = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[
             :, None, :
         ]
+        self._grid_pixels = (rows.clamp(0, height - 1), cols.clamp(0, width - 1))
         bin_index = self._bin_map[
-            rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None, :]
+            self._grid_pixels[0][:, :, None], self._grid_pixels[1][:, None, :]
         ]
         scale = size / extent  # grid pixels per image pixel, (N, 2)
         grid_boxes = torch.cat([margin * scale, (margin + sides) * scale], dim=1)
         return bin_index, on_image, grid_boxes
+
+    def _sample(self, full: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) per-box image maps -> (N, S, S) on each box's grid of the last `_crop`."""
+        rows, cols = self._grid_pixels
+        index = torch.arange(len(full), device=full.device)[:, None, None]
+        return full[index, rows[:, :, None], cols[:, None, :]]
 
     def _pins(self, boxes, grid_boxes, points, point_labels, cfg):
         """(N, S, S) float: +1 where a positive click pins the object, -1 for negative, else 0."""

@@ -122,3 +122,16 @@ def test_cuda_predictor_matches_cpu(predictor):
     gpu_mask = gpu.predict(box)[0]
     predictor.model.to("cpu")
     assert iou(cpu_mask[0], gpu_mask[0]) > 0.98
+
+
+def test_region_refinement_starts_from_the_model_mask_and_recovers_the_object(predictor):
+    image, disc = disc_image()
+    box = np.array([[20.0, 15.0, 61.0, 55.0]])
+    raw, _ = predictor.predict(box)  # an untrained model: a poor mask
+    refined_predictor = Box2MaskPredictor(
+        predictor.model, model_version="test", image_size=64, region_refine=True
+    )
+    refined_predictor.set_image(image)
+    refined, scores = refined_predictor.predict(box)
+    assert iou(refined[0], disc) > 0.9 > iou(raw[0], disc)
+    assert 0 <= scores[0] <= 1
