@@ -11,21 +11,8 @@ from box2mask.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from box2mask.config import ModelConfig
 from box2mask.model import build_model
-
-
-def tiny_config() -> ModelConfig:
-    return ModelConfig(
-        backbone="resnet18",
-        num_classes=2,
-        num_queries=4,
-        hidden_dim=32,
-        mask_dim=32,
-        nheads=4,
-        dec_layers=2,
-        dim_feedforward=64,
-    )
+from tests.tiny_model import tiny_config
 
 
 @pytest.fixture(scope="module")

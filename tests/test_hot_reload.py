@@ -1,40 +1,12 @@
 import numpy as np
-import torch
 from PIL import Image
 
 from annotator.model_watch import RegistryWatcher
 from annotator.session import AnnotationSession, PredictorService
 from annotator.store import SQLiteStore
 from box2mask import build_predictor
-from box2mask.checkpoint import save_checkpoint
-from box2mask.config import ModelConfig
-from box2mask.model import build_model
+from tests.tiny_model import save_tiny_checkpoint
 from train.registry import ModelRegistry
-
-TINY = dict(
-    backbone="resnet18",
-    num_classes=1,
-    num_queries=4,
-    hidden_dim=32,
-    mask_dim=32,
-    nheads=2,
-    dec_layers=2,
-    dim_feedforward=64,
-)
-
-
-def _tiny_checkpoint(path, version):
-    torch.manual_seed(0)
-    cfg = ModelConfig(**TINY)
-    save_checkpoint(
-        path,
-        model=build_model(cfg),
-        model_config=cfg,
-        class_names=["obj"],
-        config={},
-        model_version=version,
-    )
-    return path
 
 
 def test_running_annotator_switches_to_a_promoted_model(tmp_path):
@@ -60,7 +32,7 @@ def test_running_annotator_switches_to_a_promoted_model(tmp_path):
     assert [lb.model_version for lb in store.labels("a.png")] == [default_version]
 
     info = registry.add_version(
-        checkpoint=_tiny_checkpoint(tmp_path / "c.pt", "tiny-round1"),
+        checkpoint=save_tiny_checkpoint(tmp_path / "c.pt", "tiny-round1"),
         metrics={"miou": 0.5},
         data_snapshot="s",
     )

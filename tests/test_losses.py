@@ -3,12 +3,12 @@ import math
 import pytest
 import torch
 
-from box2mask.config import LossConfig, ModelConfig
+from box2mask.config import LossConfig
 from box2mask.feature_smoothing import bilateral_smooth
 from box2mask.lcm import lcm_affinity, lcm_loss, neighbours, propagate
 from box2mask.losses import Box2MaskCriterion, build_weight_dict, sample_prompts
-from box2mask.model import build_model
 from box2mask.projection import projection_dice_cost, projection_dice_loss
+from tests.tiny_model import tiny_model
 
 
 def test_projection_dice_hand_computed():
@@ -174,18 +174,7 @@ def test_weight_dict_covers_every_loss_and_warmup():
 
 @pytest.fixture(scope="module")
 def tiny_setup():
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="resnet18",
-        num_classes=2,
-        num_queries=5,
-        hidden_dim=32,
-        mask_dim=32,
-        nheads=4,
-        dec_layers=2,
-        dim_feedforward=64,
-    )
-    model = build_model(cfg)
+    model = tiny_model(num_queries=5)
     crit = Box2MaskCriterion(2, LossConfig(), num_decoder_layers=2)
     images = torch.rand(2, 3, 64, 64) * 255
     targets = [

@@ -9,21 +9,11 @@ from box2mask.model import build_model
 from box2mask.model.backbone import ResNetBackbone
 from box2mask.model.pixel_decoder import FPNPixelDecoder
 from box2mask.model.position import box_position_embedding, sine_embed
+from tests.tiny_model import tiny_config as shared_tiny_config
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    values = dict(
-        backbone="resnet18",
-        num_classes=3,
-        num_queries=6,
-        hidden_dim=32,
-        mask_dim=32,
-        nheads=4,
-        dec_layers=3,
-        dim_feedforward=64,
-    )
-    values.update(overrides)
-    return ModelConfig(**values)
+    return shared_tiny_config(**{"num_classes": 3, "num_queries": 6, "dec_layers": 3, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import torch
 from box2mask.config import ModelConfig
 from box2mask.model import build_model
 from box2mask.predictor import Box2MaskPredictor
+from tests.tiny_model import tiny_model
 
 HEIGHT, WIDTH = 70, 100
 
@@ -21,18 +22,7 @@ def disc_image():
 
 @pytest.fixture(scope="module")
 def predictor():
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="resnet18",
-        num_classes=2,
-        num_queries=5,
-        hidden_dim=32,
-        mask_dim=32,
-        nheads=4,
-        dec_layers=2,
-        dim_feedforward=64,
-    )
-    pred = Box2MaskPredictor(build_model(cfg), model_version="test", image_size=64)
+    pred = Box2MaskPredictor(tiny_model(num_queries=5), model_version="test", image_size=64)
     pred.set_image(disc_image()[0])
     return pred
 

@@ -2,33 +2,20 @@
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from annotator.prefetch import Prefetcher, stateful
-from box2mask.config import ModelConfig
 from box2mask.embedding_cache import EmbeddingCache, image_key
 from box2mask.image_io import load_image
-from box2mask.model import build_model
 from box2mask.predictor import Box2MaskPredictor
+from tests.tiny_model import tiny_model
 
 BOXES = np.array([[10.0, 8.0, 50.0, 40.0], [30.5, 20.2, 70.0, 58.0]])
 
 
 @pytest.fixture(scope="module")
 def model():
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="resnet18",
-        num_classes=1,
-        num_queries=4,
-        hidden_dim=32,
-        mask_dim=32,
-        nheads=4,
-        dec_layers=2,
-        dim_feedforward=64,
-    )
-    return build_model(cfg).eval()
+    return tiny_model(num_classes=1).eval()
 
 
 def _predictor(model):
