@@ -184,16 +184,18 @@ def main(argv=None) -> int:
     print(
         f"\nLearning loop on {args.data.name} (val split, GT boxes as prompts), {args.iterations} steps per round"
     )
-    print(f"| {'variant':<22} | round | verified imgs | promoted | mIoU  | boundary F | minutes |")
-    print(f"|{'-' * 24}|-------|---------------|----------|-------|------------|---------|")
+    print(
+        "| model | round | verified images | candidate mIoU / BF | promoted | "
+        "served model mIoU / BF | minutes |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, row in baselines.items():
-        print(
-            f"| {name:<22} |   -   |       -       |    -     | {row['miou']:.3f} |   {row['boundary_f']:.3f}    |    -    |"
-        )
+        print(f"| {name} | - | - | {row['miou']:.3f} / {row['boundary_f']:.3f} | - | - | - |")
     for r in rows:
         print(
-            f"| {r['variant']:<22} |   {r['round']}   | {r['verified_images']:>13} | {str(r['promoted']):<8} | "
-            f"{r['val_miou']:.3f} |   {r['val_boundary_f']:.3f}    | {r['minutes']:7.1f} |"
+            f"| tiny ({r['variant']} supervision) | {r['round']} | {r['verified_images']} | "
+            f"{r['candidate_miou']:.3f} / {r['candidate_boundary_f']:.3f} | {r['promoted']} | "
+            f"{r['val_miou']:.3f} / {r['val_boundary_f']:.3f} | {r['minutes']:.1f} |"
         )
     return 0
 
