@@ -81,7 +81,6 @@ def test_inf_box_one_pixel_box_and_malformed_bboxes(tmp_path, capsys):
     assert all("box2mask_error" in got[i] for i in (1000, 7, 8, 9, 10))
 
 
-@pytest.mark.xfail(strict=False, reason="default segmenter returns empty masks for thin boxes")
 def test_one_pixel_box_is_not_empty(tmp_path, capsys):
     coco = json.loads(make_dataset(tmp_path, n_images=1).read_text())
     coco["annotations"][0]["bbox"] = [20, 6, 1, 12]
