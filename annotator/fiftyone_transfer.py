@@ -2,7 +2,7 @@
 
 Everything goes through the LabelStore interface, so boxes, masks, classes, sources, scores,
 verified flags and model versions survive every hop, and done flags between SQLite and FiftyOne
-(COCO has no place for them). COCO files are read and written by H5's `annotator/export.py` via a
+(COCO has no place for them). COCO files are read and written by `annotator/export.py` via a
 temporary SQLite store, so their `file_name`s stay relative to the images folder. Only the image keys change: the
 SQLite store and COCO files name images by their path relative to an images folder, FiftyOne by
 the sample's absolute filepath. (Revisions restart at 1 in the destination: they count edits in

@@ -346,7 +346,7 @@ def test_cli_apply_is_resumable_and_never_writes_the_boxes_field(env, capsys):
 
 
 def test_annotator_session_on_the_fiftyone_store_writes_back_to_the_dataset(env, applied):
-    """`box2mask annotate --fiftyone NAME`'s path: H5's session over the FiftyOne store."""
+    """`box2mask annotate --fiftyone NAME`'s path: the annotation session over the FiftyOne store."""
     from annotator.fiftyone_store import open_for_annotation
     from annotator.session import AnnotationSession, PredictorService
 
