@@ -457,6 +457,7 @@ class AnnotationSession:
             target.clear()
             raise
         target.append(change)
+        self.slots[change.slot].clicks.clear()  # undo/redo also forget the label's prompt clicks
         alive = self.slots[change.slot].label is not None
         if alive and change.slot not in self.order:
             self.order.append(change.slot)

@@ -256,3 +256,5 @@ def test_clicks_pin_pixels_and_mark_the_label_corrected(env):
     assert label.source == "human-corrected" and label.revision == 3
     assert predictor.last_options["point_labels"].tolist() == [0, 1]  # every click is resent
     assert session.undo() and decode_rle(store.labels("a.png")[0].mask_rle)[21, 21] == 0
+    session.refine(+1)  # after an undo the old clicks are gone: no prompt is resent
+    assert "points" not in predictor.last_options
