@@ -38,16 +38,7 @@ from box2mask import build_predictor  # noqa: E402
 from box2mask.image_io import load_image  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "demo"
-TINY = dict(
-    backbone="resnet18",
-    num_classes=1,
-    num_queries=20,
-    hidden_dim=128,
-    mask_dim=128,
-    nheads=4,
-    dec_layers=3,
-    dim_feedforward=512,
-)
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
 
 
 class Timed:
@@ -81,20 +72,22 @@ def make_images(folder: Path, size: int) -> list[str]:
     return names
 
 
-def tiny_random_checkpoint(path: Path) -> Path:
+def tiny_random_checkpoint(path: Path, model_version="tiny-untrained", config=None) -> Path:
+    """An untrained model with the sizes of configs/tiny_cpu.yaml (latency does not depend on
+    the weights), saved as a checkpoint; `config` goes into it (e.g. {"image_size": 320})."""
     from box2mask.checkpoint import save_checkpoint
-    from box2mask.config import ModelConfig
     from box2mask.model import build_model
+    from train.config import load_config
 
+    cfg = load_config(TINY_CONFIG, {"model.num_classes": 1}).model
     torch.manual_seed(0)
-    cfg = ModelConfig(**TINY)
     save_checkpoint(
         path,
         model=build_model(cfg),
         model_config=cfg,
         class_names=["object"],
-        config={},
-        model_version="tiny-untrained",
+        config=config or {},
+        model_version=model_version,
     )
     return path
 

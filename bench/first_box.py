@@ -26,38 +26,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from annotator_latency import tiny_random_checkpoint  # noqa: E402  (bench/)
+
 from train.box_prompt_eval import load_dataset  # noqa: E402
 
 
 def _tiny_checkpoint(folder: Path) -> Path:
-    """A random-init tiny model (resnet18, 128 wide) saved as a checkpoint."""
-    import torch
-
-    from box2mask.checkpoint import save_checkpoint
-    from box2mask.config import ModelConfig
-    from box2mask.model import build_model
-
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        backbone="resnet18",
-        num_classes=1,
-        num_queries=20,
-        hidden_dim=128,
-        mask_dim=128,
-        nheads=4,
-        dec_layers=3,
-        dim_feedforward=512,
+    """A random-init model with the tiny_cpu.yaml sizes, saved as a checkpoint."""
+    return tiny_random_checkpoint(
+        folder / "tiny.pt", model_version="tiny-random", config={"image_size": 320}
     )
-    path = folder / "tiny.pt"
-    save_checkpoint(
-        path,
-        model=build_model(cfg),
-        model_config=cfg,
-        class_names=["object"],
-        config={"image_size": 320},
-        model_version="tiny-random",
-    )
-    return path
 
 
 def _ms(start: float) -> float:
