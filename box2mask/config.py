@@ -45,6 +45,8 @@ class LossConfig:
     weight_levelset_img: float = 0.05  # Chan-Vese energy on the image (resized to the mask grid)
     weight_levelset_feat: float = 5.0  # Chan-Vese energy on the smoothed deep mask features
     weight_lcm: float = 0.2  # local consistency: L1 between affinity-refined and raw mask
+    weight_mask_bce: float = 5.0  # binary cross-entropy to a mask target (human or teacher)
+    weight_mask_dice: float = 5.0  # dice loss to a mask target (only instances that have one)
     weight_prompt: float = 1.0  # multiplies every loss of the box-prompt path
     no_object_weight: float = 0.1  # class weight of the "no object" class in the cross-entropy
     gamma: float = 0.0  # length (total variation) term of the level-set energy; 0 in training

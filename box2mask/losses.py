@@ -6,8 +6,10 @@ Per decoder prediction (the final one and, with deep supervision, each earlier o
     loss_levelset_img   Chan-Vese energy of the mask on the image (normalised, on the mask grid)
     loss_levelset_feat  Chan-Vese energy on the deep mask features, edge-aware smoothed
     loss_lcm            L1 between the LCM-refined and the raw mask inside the box
+    loss_mask_bce       only with mask targets (mixed supervision or a teacher): cross-entropy
+    loss_mask_dice      and dice to the instance's mask, weighted per instance (0 = box only)
 and for box prompts (no matching: prompt j of image b answers its GT box) `loss_prompt_proj`,
-`loss_prompt_levelset_img`, `loss_prompt_levelset_feat`, `loss_prompt_lcm`.
+`loss_prompt_levelset_img`, `loss_prompt_levelset_feat`, `loss_prompt_lcm` (and the mask terms).
 Every per-instance term is summed over the instances of the batch and divided by their number.
 """
 
@@ -26,7 +28,7 @@ from box2mask.projection import projection_dice_loss
 __all__ = ["Box2MaskCriterion", "build_weight_dict", "sample_prompts", "MASK_STRIDE"]
 
 MASK_STRIDE = 4  # input pixels per mask-grid pixel
-MASK_TERMS = ("proj", "levelset_img", "levelset_feat", "lcm")
+MASK_TERMS = ("proj", "levelset_img", "levelset_feat", "lcm", "mask_bce", "mask_dice")
 
 
 def build_weight_dict(cfg: LossConfig, num_decoder_layers: int) -> dict[str, float]:
@@ -38,6 +40,8 @@ def build_weight_dict(cfg: LossConfig, num_decoder_layers: int) -> dict[str, flo
         "loss_levelset_img": level * cfg.weight_levelset_img,
         "loss_levelset_feat": level * cfg.weight_levelset_feat,
         "loss_lcm": level * cfg.weight_lcm,
+        "loss_mask_bce": cfg.weight_mask_bce,
+        "loss_mask_dice": cfg.weight_mask_dice,
     }
     base.update({f"loss_prompt_{t}": cfg.weight_prompt * base[f"loss_{t}"] for t in MASK_TERMS})
     weights = dict(base)
@@ -60,7 +64,8 @@ def sample_prompts(
     Each image keeps a random subset of at most `max_per_image` boxes; each side of a box moves by
     U(-jitter, jitter) times the box width (x) or height (y); boxes are clipped to the image.
     Returns (prompt_boxes, prompt_targets): list of B (n_b, 4) prompts for the model, and list of
-    B dicts {"boxes": (n_b, 4)} with the GT box each prompt must segment (for the criterion).
+    B dicts {"boxes": (n_b, 4)} with the GT box each prompt must segment (for the criterion), plus
+    that instance's "masks" (n_b, H, W) and "mask_weight" (n_b,) when the targets have them.
     """
     height, width = image_size
     prompt_boxes, prompt_targets = [], []
@@ -76,8 +81,24 @@ def sample_prompts(
         x1 = torch.maximum(moved[:, 2], x0 + 1).clamp(max=width)
         y1 = torch.maximum(moved[:, 3], y0 + 1).clamp(max=height)
         prompt_boxes.append(torch.stack([x0, y0, x1, y1], dim=1))
-        prompt_targets.append({"boxes": boxes})
+        extra = {k: t[k][keep.to(t[k].device)] for k in ("masks", "mask_weight") if k in t}
+        prompt_targets.append({"boxes": boxes, **extra})
     return prompt_boxes, prompt_targets
+
+
+def mask_target_losses(
+    logits: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-instance binary cross-entropy (mean over pixels) and dice loss.
+
+    logits (N, h, w) mask logits; targets (N, h, w) in [0, 1] (soft targets allowed).
+    Returns (bce (N,), dice (N,)); dice = 1 - (2 sum(p t) + 1) / (sum(p) + sum(t) + 1).
+    """
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean((-2, -1))
+    probs = logits.sigmoid()
+    inter = (probs * targets).sum((-2, -1))
+    dice = 1 - (2 * inter + 1) / (probs.sum((-2, -1)) + targets.sum((-2, -1)) + 1)
+    return bce, dice
 
 
 def _global_count(count: int, device) -> float:
@@ -145,12 +166,17 @@ class Box2MaskCriterion(nn.Module):
         boxes: list[torch.Tensor],
         context: dict,
         levelset_on: bool,
+        masks: list[torch.Tensor] | None = None,
+        mask_weights: list[torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Sums over instances (divided by the global count) of the four mask terms.
+        """Sums over instances (divided by the global count) of the mask terms.
 
         logits: list of B tensors (n_b, h, w) mask logits; boxes: list of B (n_b, 4) XYXY in
         input pixels. Projection is one call over all instances of the batch; the level-set and
         LCM terms loop over images only, sharing each image's feature maps among its boxes.
+        masks / mask_weights (optional): list of B (n_b, H, W) mask targets in input pixels and
+        (n_b,) weights; the mask terms are weighted sums over the instances with weight > 0,
+        divided by their global count.
         """
         cfg = self.cfg
         device = context["image"].device
@@ -158,6 +184,8 @@ class Box2MaskCriterion(nn.Module):
         all_probs = torch.cat([x.float() for x in logits]).sigmoid()
         grid_boxes = torch.cat([b.float() for b in boxes]).to(device) / MASK_STRIDE
         losses = {"proj": projection_dice_loss(all_probs, grid_boxes).sum() / num}
+        if masks is not None:
+            losses.update(self._mask_target_terms(logits, masks, mask_weights, device))
         if not levelset_on:
             return losses
         height, width = all_probs.shape[-2:]
@@ -184,6 +212,27 @@ class Box2MaskCriterion(nn.Module):
         losses["lcm"] = torch.cat(lcm).sum() / num if lcm else zero
         return losses
 
+    def _mask_target_terms(self, logits, masks, mask_weights, device) -> dict:
+        """The weighted bce and dice of every instance against its mask pooled to the mask grid."""
+        all_logits = torch.cat([x.float() for x in logits])
+        targets = torch.cat([m.float() for m in masks]).to(device)
+        weight = torch.cat([w.float() for w in mask_weights]).to(device)
+        count = _global_count(int((weight > 0).sum()), device)  # every process calls it (DDP)
+        if len(targets) == 0:
+            zero = all_logits.sum() * 0.0
+            return {"mask_bce": zero, "mask_dice": zero}
+        targets = F.avg_pool2d(targets[:, None], MASK_STRIDE)[:, 0]  # fraction of object
+        if targets.shape != all_logits.shape:
+            raise ValueError(
+                f"mask targets pool to {tuple(targets.shape)}, the mask logits are "
+                f"{tuple(all_logits.shape)}: targets must be padded like the images"
+            )
+        bce, dice = mask_target_losses(all_logits, targets)
+        return {
+            "mask_bce": (weight * bce).sum() / count,
+            "mask_dice": (weight * dice).sum() / count,
+        }
+
     def class_loss(self, pred_logits: torch.Tensor, targets: list[dict], indices) -> torch.Tensor:
         """Cross-entropy of every query: matched ones their GT label, the rest "no object"."""
         target_classes = torch.full(
@@ -204,7 +253,14 @@ class Box2MaskCriterion(nn.Module):
         boxes = [
             t["boxes"][g.to(t["boxes"].device)] for t, (_, g) in zip(targets, indices, strict=True)
         ]
-        terms = self.mask_losses(logits, boxes, context, levelset_on)
+        masks = weights = None
+        if all("masks" in t for t in targets):
+            pairs = [
+                (t, g.to(t["boxes"].device)) for t, (_, g) in zip(targets, indices, strict=True)
+            ]
+            masks = [t["masks"][g] for t, g in pairs]
+            weights = [t["mask_weight"][g] for t, g in pairs]
+        terms = self.mask_losses(logits, boxes, context, levelset_on, masks, weights)
         losses = {f"loss_{k}": v for k, v in terms.items()}
         losses["loss_cls"] = self.class_loss(pred["pred_logits"], targets, indices)
         return losses
@@ -220,7 +276,8 @@ class Box2MaskCriterion(nn.Module):
         """Args:
         outputs: the model's output dict (pred_logits, pred_masks, aux_outputs, mask_features,
             and optionally prompt_masks / aux_prompt_masks).
-        targets: B dicts {"boxes": (n, 4) XYXY input pixels, "labels": (n,) int64 in [0, K)}.
+        targets: B dicts {"boxes": (n, 4) XYXY input pixels, "labels": (n,) int64 in [0, K)},
+            optionally "masks" (n, H, W) in [0, 1] and "mask_weight" (n,) (mask targets).
         images: (B, 3, H, W) 0..255, the model's input.
         levelset_on: False = warm-up: class and projection losses only.
         prompt_targets: B dicts {"boxes": (n_b, 4)}, the GT box of each prompt (from
@@ -233,7 +290,11 @@ class Box2MaskCriterion(nn.Module):
             for k, v in self.prediction_losses(pred, targets, context, levelset_on).items():
                 losses[f"{k}_{i}"] = v
         if "prompt_masks" in outputs:
-            prompt_boxes = [t["boxes"] for t in (prompt_targets or targets)]
+            prompt_sets = prompt_targets or targets
+            prompt_boxes = [t["boxes"] for t in prompt_sets]
+            with_masks = all("masks" in t for t in prompt_sets)
+            masks = [t["masks"] for t in prompt_sets] if with_masks else None
+            weights = [t["mask_weight"] for t in prompt_sets] if with_masks else None
             counts = [len(m) for m in outputs["prompt_masks"]]
             if counts != [len(b) for b in prompt_boxes]:
                 raise ValueError(
@@ -243,7 +304,10 @@ class Box2MaskCriterion(nn.Module):
             layers = [(outputs["prompt_masks"], "")]
             if self.cfg.deep_supervision:
                 layers += [(m, f"_{i}") for i, m in enumerate(outputs.get("aux_prompt_masks", []))]
-            for masks, suffix in layers:
-                for k, v in self.mask_losses(masks, prompt_boxes, context, levelset_on).items():
+            for prompt_logits, suffix in layers:
+                terms = self.mask_losses(
+                    prompt_logits, prompt_boxes, context, levelset_on, masks, weights
+                )
+                for k, v in terms.items():
                     losses[f"loss_prompt_{k}{suffix}"] = v
         return losses

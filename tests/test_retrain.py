@@ -77,3 +77,21 @@ def test_a_crash_in_the_middle_of_a_retrain_leaves_the_registry_untouched(
     assert registry.promoted().version == first["version"]
     with registry.lock():  # the lock was released
         pass
+
+
+def test_mask_supervision_trains_on_the_verified_masks_of_training_images(store, tmp_path):
+    import json
+
+    registry = ModelRegistry(tmp_path / "models")
+    mixed = _round(store, registry, tmp_path, "mixed", margin=-1.0, mask_supervision=True)
+    data = mixed["data"]
+    # every verified training image's masks are mask targets; held-out ones stay out of train/
+    assert data.mask_supervised == data.train_boxes - data.eval_masks > 0
+    rows = [json.loads(x) for x in (tmp_path / "mixed/candidate/metrics.jsonl").open()]
+    assert all(r["loss_prompt_mask_bce"] > 0 for r in rows if "loss_prompt_mask_bce" in r)
+    assert any("loss_prompt_mask_bce" in r for r in rows)
+    assert registry.list_versions()[0].config["mask_supervision"] is True
+    boxes_only = _round(store, registry, tmp_path, "boxes", margin=-1.0)
+    rows = [json.loads(x) for x in (tmp_path / "boxes/candidate/metrics.jsonl").open()]
+    assert not any("loss_prompt_mask_bce" in r for r in rows)
+    assert boxes_only["data"].mask_supervised == 0

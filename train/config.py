@@ -47,6 +47,12 @@ class TrainConfig:
     image_dir: str = "images"  # image folder inside data_dir
     train_split: str = "train"  # images whose `split` field equals this ("" = all images)
     val_split: str = "val"  # split used for evaluation during/after training ("" = none)
+    # --- mask targets (train/dataset.py, train/teacher.py; box supervision alone when both off) ---
+    mask_supervision: bool = False  # annotations with a `segmentation` get a mask loss (mixed
+    # supervision: human masks where the data has them, box losses on every instance)
+    teacher: str = ""  # "" = none | "levelset": the embedded level-set default's mask of each
+    # box-only instance is a soft mask target (a classical teacher, computed once per run)
+    teacher_weight: float = 0.5  # weight of a teacher mask's loss relative to a human mask's (1)
     # --- augmentation (see train/augment.py) ---
     image_size: int = 384  # training crop side in px (multiple of 32); eval resizes the long side
     min_scale: float = 0.5  # scale jitter: long side becomes image_size * U(min_scale, max_scale)

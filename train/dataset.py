@@ -1,6 +1,9 @@
-"""COCO-format instance dataset read for box supervision: images, boxes and class labels only.
+"""COCO-format instance dataset read for box supervision: images, boxes and class labels.
 
-Masks in the file (if any) are never given to training; `load_gt_masks` reads them for evaluation.
+By default masks in the file (if any) are never given to training (`load_gt_masks` reads them for
+evaluation). Mixed supervision (`with_masks=True`) also returns the masks of the annotations that
+have a `segmentation`, and `teacher_masks` adds a teacher's masks (train/teacher.py) for the rest;
+each instance carries a mask weight (1 human mask, `teacher_weight` teacher mask, 0 box only).
 Images may carry a `split` field ("train" / "val"); `split=""` keeps every image.
 Category ids are mapped to contiguous labels 0..K-1 in ascending id order (`class_names`).
 """
@@ -50,11 +53,17 @@ class CocoBoxDataset(torch.utils.data.Dataset):
         flip_prob: float = 0.5,
         min_box_size: float = 4.0,
         seed: int = 0,
+        with_masks: bool = False,
+        teacher_masks: dict | None = None,
+        teacher_weight: float = 0.5,
     ):
         self.data_dir = Path(data_dir)
         self.annotation_path = self.data_dir / annotations
         self.image_dir = self.data_dir / image_dir
         self.train, self.image_size, self.seed, self.epoch = train, image_size, seed, 0
+        self.with_masks = with_masks  # return each annotation's `segmentation` as a mask target
+        self.teacher_masks = teacher_masks  # {image_id: [RLE or None per box]} (train/teacher.py)
+        self.teacher_weight = teacher_weight
         self.augment_args = dict(
             size=image_size,
             min_scale=min_scale,
@@ -93,7 +102,7 @@ class CocoBoxDataset(torch.utils.data.Dataset):
                     f"{ann['category_id']}, which is not in `categories`"
                 )
             self.boxes_by_image[ann["image_id"]].append(
-                (xywh_to_xyxy([x, y, w, h]), label_of[ann["category_id"]])
+                (xywh_to_xyxy([x, y, w, h]), label_of[ann["category_id"]], ann.get("segmentation"))
             )
 
     def __len__(self) -> int:
@@ -106,18 +115,23 @@ class CocoBoxDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         info = self.images[index]
         image = load_image(self.image_dir / info["file_name"])
-        pairs = self.boxes_by_image[info["id"]]
-        boxes = np.array([b for b, _ in pairs], np.float32).reshape(-1, 4)
-        labels = np.array([c for _, c in pairs], np.int64)
+        anns = self.boxes_by_image[info["id"]]
+        boxes = np.array([b for b, _, _ in anns], np.float32).reshape(-1, 4)
+        labels = np.array([c for _, c, _ in anns], np.int64)
         orig_size = image.shape[:2]
+        masks, weights = self._mask_targets(info, anns, orig_size)
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, index))
-            image, boxes, labels, _ = random_scale_crop_flip(
-                image, boxes, labels, rng=rng, **self.augment_args
+            # the weights ride along as a label column so that dropped boxes drop theirs too
+            keyed = np.arange(len(labels))
+            image, boxes, keyed, masks = random_scale_crop_flip(
+                image, boxes, keyed, rng=rng, masks=masks, **self.augment_args
             )
+            labels = labels[keyed]
+            weights = weights[keyed] if weights is not None else None
         else:
-            image, boxes, _ = resize_long_side(image, boxes, self.image_size)
-        return {
+            image, boxes, masks = resize_long_side(image, boxes, self.image_size, masks)
+        item = {
             "image": torch.from_numpy(image).permute(2, 0, 1).contiguous(),
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes, np.float32)),
             "labels": torch.from_numpy(labels),
@@ -125,6 +139,28 @@ class CocoBoxDataset(torch.utils.data.Dataset):
             "file_name": info["file_name"],
             "orig_size": tuple(orig_size),
         }
+        if masks is not None:
+            item["masks"] = torch.from_numpy(np.ascontiguousarray(masks))
+            item["mask_weight"] = torch.from_numpy(weights.astype(np.float32))
+        return item
+
+    def _mask_targets(self, info: dict, anns: list, size: tuple[int, int]):
+        """(N, H, W) bool masks and (N,) weights at the file's size, or (None, None) when this
+        dataset gives no mask targets. An instance without a mask gets an empty one, weight 0."""
+        if not self.with_masks and self.teacher_masks is None:
+            return None, None
+        height, width = size
+        masks = np.zeros((len(anns), height, width), bool)
+        weights = np.zeros(len(anns), np.float32)
+        teacher = (self.teacher_masks or {}).get(info["id"]) or [None] * len(anns)
+        for i, (_, _, seg) in enumerate(anns):
+            if self.with_masks and seg:
+                masks[i] = _decode_segmentation(seg, height, width, self.annotation_path)
+                weights[i] = 1.0
+            elif teacher[i] is not None:
+                masks[i] = decode_rle(teacher[i]).astype(bool)
+                weights[i] = self.teacher_weight
+        return masks, weights
 
 
 def read_coco(path: Path) -> dict:
@@ -143,7 +179,8 @@ def read_coco(path: Path) -> dict:
 def collate_batch(samples: list[dict], size_divisibility: int = 32) -> dict:
     """Pad images (bottom/right, zeros) to a common size that is a multiple of size_divisibility.
 
-    Returns {"images": (B, 3, H, W) float 0..255, "targets": [{"boxes", "labels"}], "image_ids",
+    Returns {"images": (B, 3, H, W) float 0..255, "targets": [{"boxes", "labels"} and, with mask
+    targets, "masks" (n, H, W) float 0/1 and "mask_weight" (n,)], "image_ids",
     "file_names", "image_sizes": [(h, w) before padding]}.
     """
     sizes = [tuple(s["image"].shape[1:]) for s in samples]
@@ -155,9 +192,18 @@ def collate_batch(samples: list[dict], size_divisibility: int = 32) -> dict:
     for i, sample in enumerate(samples):
         h, w = sizes[i]
         images[i, :, :h, :w] = sample["image"]
+    targets = []
+    for sample in samples:
+        target = {"boxes": sample["boxes"], "labels": sample["labels"]}
+        if "masks" in sample:  # padded like the image; float so the criterion can pool them
+            masks = torch.zeros(len(sample["masks"]), height, width)
+            h, w = sample["masks"].shape[-2:]
+            masks[:, :h, :w] = sample["masks"].float()
+            target["masks"], target["mask_weight"] = masks, sample["mask_weight"]
+        targets.append(target)
     return {
         "images": images,
-        "targets": [{"boxes": s["boxes"], "labels": s["labels"]} for s in samples],
+        "targets": targets,
         "image_ids": [s["image_id"] for s in samples],
         "file_names": [s["file_name"] for s in samples],
         "image_sizes": sizes,
@@ -172,12 +218,22 @@ def load_gt_masks(
     for ann in coco.get("annotations", []):
         if ann["image_id"] != image_id or ann.get("iscrowd", 0) or not ann.get("segmentation"):
             continue
-        seg = ann["segmentation"]
-        if isinstance(seg, list):  # polygons
-            from pycocotools import mask as mask_utils
-
-            mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, height, width)))
-        else:
-            mask = decode_rle(seg)
-        out.append((ann, mask.astype(bool)))
+        out.append((ann, _decode_segmentation(ann["segmentation"], height, width)))
     return out
+
+
+def _decode_segmentation(seg, height: int, width: int, source=None) -> np.ndarray:
+    """A COCO `segmentation` (polygons or RLE) -> (H, W) bool; DatasetError naming `source`
+    when it does not fit the image."""
+    if isinstance(seg, list):  # polygons
+        from pycocotools import mask as mask_utils
+
+        mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, height, width)))
+    else:
+        mask = decode_rle(seg)
+    if mask.shape != (height, width):
+        raise DatasetError(
+            f"{source or 'annotations'}: a segmentation of size {mask.shape} on an image of size "
+            f"{(height, width)}"
+        )
+    return mask.astype(bool)

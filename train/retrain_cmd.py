@@ -1,6 +1,7 @@
 """`box2mask retrain`: one round of the learning loop.
 
-    export verified labels -> fine-tune the current model with box supervision -> evaluate candidate
+    export verified labels -> fine-tune the current model with box supervision (plus, with
+    --mask-supervision, a mask loss on the human-corrected masks of training images) -> evaluate candidate
     and current model on the held-out verified masks -> promote only if better -> register
 
 Every candidate is kept in the registry (checkpoint, resolved config, data snapshot id, metrics,
@@ -68,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--work", help="work folder for this round (default: REGISTRY/rounds/<time>)"
     )
+    parser.add_argument(
+        "--mask-supervision",
+        action="store_true",
+        help="mixed supervision: human-verified masks of training images (not the held-out ones) "
+        "also get a mask loss; every other instance keeps box supervision only",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available")
 
 
@@ -113,8 +120,12 @@ def retrain(
     work_dir: Path | None = None,
     device: str | None = None,
     progress: bool = True,
+    mask_supervision: bool = False,
 ) -> dict:
-    """One round; returns {"version", "promoted", "candidate", "current", "data"}."""
+    """One round; returns {"version", "promoted", "candidate", "current", "data"}.
+
+    mask_supervision: verified masks of training images become mask targets (mixed supervision).
+    """
     import torch
 
     from box2mask import build_predictor
@@ -142,6 +153,7 @@ def retrain(
             out_dir=work / "data",
             class_names=class_names,
             eval_fraction=eval_fraction,
+            mask_supervision=mask_supervision,
         )
         if data.train_boxes == 0:
             raise SystemExit("the label store has no boxes yet: nothing to train on")
@@ -153,6 +165,7 @@ def retrain(
                 "train_split": "train",
                 "val_split": "",
                 "out_dir": str(work / "candidate"),
+                **({"mask_supervision": True} if mask_supervision else {}),
                 **({"init_checkpoint": str(init_path)} if init_path else {}),
             },
         )
@@ -190,7 +203,11 @@ def retrain(
             metrics=candidate_metrics,
             data_snapshot=data.snapshot_id,
             parent=promoted.version if (promoted and init_from == "promoted") else None,
-            config={"config_path": config_path, "overrides": overrides},
+            config={
+                "config_path": config_path,
+                "overrides": overrides,
+                "mask_supervision": mask_supervision,
+            },
             note=note,
         )
         if promote:
@@ -227,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
             eval_fraction=args.eval_fraction,
             work_dir=Path(args.work) if args.work else None,
             device=args.device,
+            mask_supervision=args.mask_supervision,
         )
     except RegistryLocked as err:
         print(f"error: {err}", file=sys.stderr)
@@ -239,7 +257,8 @@ def run(args: argparse.Namespace) -> int:
     data = result["data"]
     print(
         f"data {data.snapshot_id}: {data.train_images} images / {data.train_boxes} boxes for "
-        f"training, {data.eval_masks} held-out verified masks"
+        f"training ({data.mask_supervised} with a mask target), {data.eval_masks} held-out "
+        "verified masks"
     )
     cur = result["current"] or {}
     cand = result["candidate"]

@@ -197,7 +197,7 @@ def train(
     from box2mask.checkpoint import load_checkpoint, model_config_from_checkpoint, save_checkpoint
     from box2mask.losses import Box2MaskCriterion
     from box2mask.model import build_model
-    from train.config import flatten_config, save_config
+    from train.config import ConfigError, flatten_config, save_config
     from train.dataset import CocoBoxDataset, collate_batch
     from train.distributed import all_reduce_mean, all_true, cleanup, init_distributed
     from train.engine import (
@@ -208,7 +208,10 @@ def train(
         train_one_step,
     )
     from train.evaluate import evaluate_model_box_prompts
+    from train.teacher import TEACHERS, load_or_compute_teacher_masks
 
+    if cfg.teacher not in TEACHERS:
+        raise ConfigError(f"teacher {cfg.teacher!r} is not one of {TEACHERS}")
     dist_info = init_distributed(device)
     if cfg.batch_size % dist_info.world_size:
         raise ValueError(
@@ -226,7 +229,19 @@ def train(
         flip_prob=cfg.flip_prob,
         min_box_size=cfg.min_box_size,
         seed=cfg.seed,
+        with_masks=cfg.mask_supervision,
+        teacher_weight=cfg.teacher_weight,
     )
+    if cfg.teacher:
+        Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+        dataset.teacher_masks = load_or_compute_teacher_masks(
+            dataset,
+            Path(cfg.out_dir) / "teacher_masks.json",
+            skip_masked=cfg.mask_supervision,
+            is_main=dist_info.is_main,
+            barrier=torch.distributed.barrier if dist_info.enabled else None,
+            progress=progress,
+        )
     steps_per_epoch = len(dataset) // cfg.batch_size
     if steps_per_epoch == 0:
         raise ValueError(
