@@ -11,7 +11,7 @@ import sys
 # name -> (module, one-line help). Kept as a plain table: the CLI is the only user.
 SUBCOMMANDS = {
     "segment": (
-        "box2mask.segment",
+        "box2mask.segment_cmd",
         "boxes in a COCO file -> the same file with RLE masks and scores",
     ),
     "train": ("train.train_cmd", "train a Box2Mask model from boxes (COCO format)"),

@@ -12,12 +12,21 @@ Every predictor has `model_version` (str), `set_image(image)` and `predict(boxes
 __version__ = "0.1.0"
 
 
-def build_predictor(checkpoint=None, device: str = "cpu"):
-    """The embedded level-set default when `checkpoint` is None, else the trained model's predictor."""
+def build_predictor(checkpoint=None, device: str = "cpu", **options):
+    """The embedded level-set default when `checkpoint` is None, else the trained model's predictor.
+
+    `options` are keyword arguments of `Box2MaskPredictor` (e.g. amp="bf16", channels_last=True,
+    compile=True): a trained model's only; with no checkpoint they are a ValueError.
+    """
     if checkpoint is None:
+        if options:
+            raise ValueError(
+                f"{', '.join(sorted(options))}: options of a trained model (a checkpoint); the "
+                "embedded level-set default has no network"
+            )
         from box2mask.default_segmenter import LevelSetSegmenter
 
         return LevelSetSegmenter(device=device)
     from box2mask.predictor import Box2MaskPredictor
 
-    return Box2MaskPredictor.from_checkpoint(checkpoint, device=device)
+    return Box2MaskPredictor.from_checkpoint(checkpoint, device=device, **options)

@@ -9,6 +9,12 @@ upsampled), optionally refined there by K steps of level-set evolution on the fu
 image and the deep features (DESIGN section 2), thresholded, and pasted back at the original image
 size, never outside the box. Where the model finds almost nothing in a box (less than `min_fill`
 of it), the filled box is returned with score 0: a box tool never does worse than the box.
+
+Throughput (DESIGN section 6; README "Scale"): `encode_states(images)` encodes several images,
+those of the same network size in one forward pass (on CUDA; see `batch_encode`); all boxes of
+an image are decoded in one batch and refined in one batch on the predictor's device. Options
+`amp` ("bf16" / "fp16" autocast of the network on CUDA), `channels_last` and `compile`
+(torch.compile of the image encoder) are off by default (box2mask/fast_inference.py).
 """
 
 import numpy as np
@@ -18,12 +24,19 @@ from torchvision.ops import roi_align
 
 from box2mask.box_ops import validate_boxes
 from box2mask.checkpoint import build_model_from_checkpoint, load_checkpoint
+from box2mask.fast_inference import amp_dtype, autocast, image_encoder
 from box2mask.levelset import chan_vese_energy, evolve, inscribed_ellipses
 from box2mask.mask_morphology import gaussian_blur
 
 __all__ = ["Box2MaskPredictor"]
 
 STRIDE = 4  # input pixels per mask-grid pixel
+
+
+def _item(batch: torch.Tensor, j: int, n: int) -> torch.Tensor:
+    """Image j of an encoded batch of n, (1, ...): a copy, so that a cached state does not hold
+    (and `torch.save` does not write) the whole batch."""
+    return batch if n == 1 else batch[j : j + 1].clone()
 
 
 class Box2MaskPredictor:
@@ -48,9 +61,22 @@ class Box2MaskPredictor:
         min_fill: float = 0.05,
         click_radius: float = 2.0,
         region_refine: bool = False,
+        amp: str = "off",
+        channels_last: bool = False,
+        compile: bool = False,
+        batch_encode: bool | None = None,
     ):
         self.device = torch.device(device)
+        self._amp_dtype = amp_dtype(amp, self.device)  # ValueError for AMP off CUDA
+        self.amp = amp  # "off" (float32) | "bf16" | "fp16": autocast of the network, CUDA only
         self.model = model.to(self.device).eval()
+        self.channels_last = channels_last  # run the image encoder in channels_last layout
+        self.compile = compile  # torch.compile the image encoder (compiles once per image size)
+        self._encode = image_encoder(self.model, channels_last=channels_last, compile=compile)
+        # encode_states: same-size images in one forward pass; None = on CUDA only. On a CPU,
+        # oneDNN picks batch-size-dependent kernels (features differ in the 6th digit, so
+        # outputs would not be byte-identical to one-at-a-time) and a batch is no faster there
+        self.batch_encode = self.device.type == "cuda" if batch_encode is None else batch_encode
         self.model_version = model_version  # recorded with every proposed mask
         self.class_names = list(class_names or [])
         self.image_size = image_size  # long side of the image given to the network (px)
@@ -97,13 +123,55 @@ class Box2MaskPredictor:
         """Encode an (H, W, 3) uint8 RGB image: long side resized to `image_size`, padded to /32."""
         self.set_state(self.encode_state(image))
 
-    @torch.inference_mode()
     def encode_state(self, image: np.ndarray) -> dict:
         """Everything `set_image` computes, as a flat dict of tensors / ints / tuples (what
         `torch.load(weights_only=True)` reads back, so it can live in an `EmbeddingCache`).
 
         Does not change the predictor: a background thread may encode the next image while
         `predict` answers boxes on the current one.
+        """
+        return self.encode_states([image])[0]
+
+    @torch.inference_mode()
+    def encode_states(self, images: list[np.ndarray]) -> list[dict]:
+        """`encode_state` of each image, in order, sharing forward passes.
+
+        Images whose network input has the same padded size (long side `image_size`, padded to
+        a multiple of 32) go through the network in one batch when `batch_encode` is on; each
+        state then holds its own slice, exactly what encoding the image alone computes (up to
+        the batch-size dependence of convolution kernels, about 1e-6). Images of different
+        sizes are never padded to a common size: the pixel decoder's GroupNorm statistics and
+        the convolutions near the border would see the extra padding and change the features.
+        """
+        prepared = [self._network_input(image) for image in images]
+        groups: dict = {}  # padded size (or the image's position) -> positions in `images`
+        for i, (padded, *_) in enumerate(prepared):
+            key = tuple(padded.shape[-2:]) if self.batch_encode else i
+            groups.setdefault(key, []).append(i)
+        states = [None] * len(images)
+        for members in groups.values():
+            batch = torch.cat([prepared[i][0] for i in members])
+            with autocast(self.device, self._amp_dtype):
+                features = self._encode(batch)
+            for j, i in enumerate(members):
+                _, pixels, scale, size = prepared[i]
+                n = len(members)
+                state = {
+                    "mask_features": _item(features["mask_features"], j, n),
+                    "image_size": tuple(int(v) for v in features["image_size"]),
+                    "num_scales": len(features["multi_scale"]),
+                    "image": pixels,  # uint8: the refinement's float image is recomputed
+                    "scale": scale,  # network pixels per image pixel (x, y)
+                    "size": size,
+                }
+                for k, level in enumerate(features["multi_scale"]):
+                    state[f"multi_scale.{k}"] = _item(level, j, n)
+                states[i] = state
+        return states
+
+    def _network_input(self, image: np.ndarray):
+        """(1, 3, H', W') float network input on the device (long side `image_size`, padded
+        to /32 with the mean colour), the (H, W, 3) uint8 CPU pixels, scale (x, y), size (H, W).
         """
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -119,31 +187,23 @@ class Box2MaskPredictor:
         pad_h, pad_w = -new_h % 32, -new_w % 32
         mean = self.model.pixel_mean
         padded = F.pad(resized - mean, (0, pad_w, 0, pad_h)) + mean  # pad with the mean colour
-        features = self.model.encode(padded)
-        state = {
-            "mask_features": features["mask_features"],
-            "image_size": tuple(int(v) for v in features["image_size"]),
-            "num_scales": len(features["multi_scale"]),
-            "image": pixels,  # uint8: the refinement's float image is recomputed (4x smaller)
-            "scale": (new_w / width, new_h / height),  # network pixels per image pixel (x, y)
-            "size": (height, width),
-        }
-        for i, level in enumerate(features["multi_scale"]):
-            state[f"multi_scale.{i}"] = level
-        return state
+        return padded, pixels, (new_w / width, new_h / height), (height, width)
 
     @torch.inference_mode()
     def set_state(self, state: dict) -> None:
         """Make an `encode_state` result the current image (exactly as `set_image` would)."""
-        device = self.device
+        # features as computed (half precision under AMP); float32 when AMP is off, so a state
+        # cached by an AMP predictor still works here
+        dtype = None if self._amp_dtype is not None else torch.float32
         self._features = {
             "multi_scale": [
-                state[f"multi_scale.{i}"].to(device) for i in range(int(state["num_scales"]))
+                state[f"multi_scale.{i}"].to(self.device, dtype)
+                for i in range(int(state["num_scales"]))
             ],
-            "mask_features": state["mask_features"].to(device),
+            "mask_features": state["mask_features"].to(self.device, dtype),
             "image_size": tuple(state["image_size"]),
         }
-        full = state["image"].to(device).permute(2, 0, 1)[None].float()
+        full = state["image"].to(self.device).permute(2, 0, 1)[None].float()
         self._image = self.model.normalize(full)  # (1, 3, H, W) for the refinement
         self._scale = tuple(state["scale"])
         self._size = tuple(state["size"])
@@ -282,10 +342,11 @@ class Box2MaskPredictor:
         boxes = torch.as_tensor(boxes_np, dtype=torch.float32, device=self.device)
         sides = (boxes[:, 2:] - boxes[:, :2]).amax(dim=1)
         size = int(min(max(float(sides.max()), self.grid_size), self.max_grid_size))
-        with torch.inference_mode():
+        with torch.inference_mode():  # all N boxes in one decoder batch
             prompts = boxes * boxes.new_tensor([self._scale[0], self._scale[1]] * 2)
-            logits = self.model.decode_prompts(self._features, [prompts])[0].float()
-            probs = self._crop_logits(logits, boxes, size).sigmoid()
+            with autocast(self.device, self._amp_dtype):
+                logits = self.model.decode_prompts(self._features, [prompts])[0]
+            probs = self._crop_logits(logits.float(), boxes, size).sigmoid()
         probs = probs.clone()  # leave inference mode for the autograd-based refinement
         pins = self._pins(boxes, size, points, point_labels)
         steps = self.refine_steps if steps is None else int(steps)
@@ -326,7 +387,8 @@ class Box2MaskPredictor:
         if self._features is None:
             raise RuntimeError("call set_image(image) before predict_all()")
         height, width = self._size
-        outputs = self.model.decode(self._features)
+        with autocast(self.device, self._amp_dtype):
+            outputs = self.model.decode(self._features)
         class_probs = outputs["pred_logits"][0].float().softmax(-1)[:, :-1]
         cls_scores, labels = class_probs.max(dim=-1)
         logits = outputs["pred_masks"][0].float()  # (Q, h, w)

@@ -1,30 +1,32 @@
 """`box2mask segment`: boxes in a COCO file -> the same file with an RLE mask and a score per box.
 
     box2mask segment --images DIR --boxes IN.json --out OUT.json [--checkpoint CKPT] [--device cpu|cuda]
+                     [--batch-images N] [--amp off|bf16|fp16] [--channels-last] [--compile]
 
 The run, in three steps that a torchrun launch shares out between processes:
 
 1. `prepare_work_dir` (rank 0): stream IN.json into an on-disk index (`coco_index`) in the work
    folder `OUT.json.partial/`, or, when that folder holds a run of the same input, images folder
    and model, resume it: the images already finished are not redone.
-2. `segment_shard` (every rank): load the shard's images one at a time (the pending images dealt
-   out to ranks by box count, `coco_index.iter_pending_images`), segment all boxes of an image in
-   one `predict` call, append each finished image to the rank's part file. A bad image or box is reported on stderr and recorded, and the run goes on.
+2. `segment_shard` (every rank): load the shard's images `batch_images` at a time (default one;
+   the pending images dealt out to ranks by box count, `coco_index.iter_pending_images`), encode
+   them in one `encode_states` call when the predictor has it, segment all boxes of an image in
+   one `predict` call, append each finished image to the rank's part file. A bad image or box is
+   reported on stderr and recorded, and the run goes on.
 3. `finish` (rank 0): merge the part files and write OUT.json atomically (temp + rename) in the
    input's order; then remove the work folder.
 
 Failed annotations are written unchanged plus a `box2mask_error` string; the exit status is 1 when
 any annotation failed, 2 when the run could not start (bad arguments, malformed IN.json, an
-unloadable checkpoint, CUDA asked for but absent).
+unloadable checkpoint, CUDA asked for but absent). The command line itself (arguments, device,
+process group, predictor) is `box2mask/segment_cmd.py`.
 """
 
-import argparse
-import os
+import itertools
 import shutil
 import sqlite3
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +39,6 @@ from box2mask.rle import encode_rle
 __all__ = [
     "SegmentError",
     "WorkDir",
-    "add_arguments",
-    "run",
     "segment_coco",
     "segment_image",
     "prepare_work_dir",
@@ -47,7 +47,6 @@ __all__ = [
 ]
 
 MAX_MASK_BYTES = 1 << 28  # boxes per predict call are capped so (N, H, W) bool masks stay < 256 MiB
-DIST_TIMEOUT = timedelta(hours=24)  # ranks wait for the slowest shard at the end: allow long runs
 MAX_PROBLEM_LINES = 50  # problems found while indexing IN.json printed (all are in OUT.json)
 
 
@@ -87,13 +86,14 @@ def _say(message: str) -> None:
 # ---------------------------------------------------------------- one image
 
 
-def segment_image(predictor, image: np.ndarray, anns: list) -> list:
+def segment_image(predictor, image: np.ndarray, anns: list, state: dict | None = None) -> list:
     """Segment the annotations of one image with one predictor.
 
     Args:
         predictor: has `set_image(image)` and `predict(boxes_xyxy) -> (masks, scores)`.
         image: (H, W, 3) uint8 RGB.
         anns: [(ord, annotation dict with a COCO XYWH `bbox`)].
+        state: the image's `predictor.encode_states` result, used instead of `set_image`.
     Returns:
         [(ord, RLE dict or None, score or None, error or None)], one per annotation, in order;
         a bad box gets an error naming the annotation id and the problem.
@@ -113,7 +113,10 @@ def segment_image(predictor, image: np.ndarray, anns: list) -> list:
         except (BoxError, ValueError, TypeError) as err:
             results[ord_] = (ord_, None, None, f"{name}: bad bbox: {err}")
     if good:
-        predictor.set_image(image)
+        if state is None:
+            predictor.set_image(image)
+        else:
+            predictor.set_state(state)
         chunk = max(1, MAX_MASK_BYTES // (height * width))
         for start in range(0, len(good), chunk):
             masks, scores = predictor.predict(np.stack(boxes[start : start + chunk]))
@@ -132,6 +135,20 @@ def _load_checked(path: Path, width: int, height: int, max_pixels: int) -> np.nd
             f"{path}: image is {w}x{h} but the COCO record says {width}x{height}{hint}"
         )
     return image
+
+
+def _encode_batch(predictor, images: list) -> list:
+    """`predictor.encode_states(images)`, or None per image (each then gets `set_image`) for a
+    single image, a predictor without `encode_states`, or a failed batch (e.g. out of memory:
+    encoding the images one at a time reports a bad one by name)."""
+    if len(images) < 2 or not hasattr(predictor, "encode_states"):
+        return [None] * len(images)
+    try:
+        return predictor.encode_states(images)
+    except Exception as err:
+        _say(f"encoding {len(images)} images in one batch failed ({type(err).__name__}: {err}); "
+             "encoding them one at a time")  # fmt: skip
+        return [None] * len(images)
 
 
 # ---------------------------------------------------------------- the three steps
@@ -181,10 +198,13 @@ def segment_shard(
     world_size: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    batch_images: int = 1,
 ) -> int:
     """Segment the pending images of shard `rank`, appending each to `part_path`.
 
-    Returns the number of annotations that failed in this call (bad images and bad boxes).
+    `batch_images` images are loaded and encoded together (`_encode_batch`), then segmented and
+    written one by one. Returns the number of annotations that failed in this call (bad images
+    and bad boxes).
     """
     from tqdm import tqdm
 
@@ -195,30 +215,39 @@ def segment_shard(
     bar = tqdm(total=n_images, desc=desc, unit="img", disable=not progress, dynamic_ncols=True)
     boxes_done = 0
     try:
-        for task in coco_index.iter_pending_images(conn, rank, world_size):
-            path = Path(images_dir) / task.file_name
-            try:
-                image = _load_checked(path, task.width, task.height, max_pixels)
-            except ImageLoadError as err:
-                _say(f"{err}; its {len(task.anns)} boxes are skipped")
-                results = [(ord_, None, None, str(err)) for ord_, _ in task.anns]
-            else:
+        tasks = coco_index.iter_pending_images(conn, rank, world_size)
+        while batch := list(itertools.islice(tasks, batch_images)):
+            images = []  # an image, or the ImageLoadError of a bad one
+            for task in batch:
                 try:
-                    results = segment_image(predictor, image, task.anns)
-                except Exception as err:  # a segmenter failure must not stop the other images
-                    message = f"{path}: segmenter failed: {type(err).__name__}: {err}"
-                    _say(message)
-                    results = [(ord_, None, None, message) for ord_, _ in task.anns]
+                    path = Path(images_dir) / task.file_name
+                    images.append(_load_checked(path, task.width, task.height, max_pixels))
+                except ImageLoadError as err:
+                    images.append(err)
+            good = [image for image in images if isinstance(image, np.ndarray)]
+            states = iter(_encode_batch(predictor, good))
+            for task, image in zip(batch, images, strict=True):
+                path = Path(images_dir) / task.file_name
+                if isinstance(image, ImageLoadError):
+                    _say(f"{image}; its {len(task.anns)} boxes are skipped")
+                    results = [(ord_, None, None, str(image)) for ord_, _ in task.anns]
                 else:
-                    for *_, error in results:
-                        if error is not None:
-                            _say(f"{path}: {error}")
-                del image
-            failures += sum(error is not None for *_, error in results)
-            writer.write(task.idx, results)
-            boxes_done += len(task.anns)
-            bar.set_postfix(boxes=f"{boxes_done}/{n_boxes}", refresh=False)
-            bar.update(1)
+                    try:
+                        results = segment_image(predictor, image, task.anns, next(states))
+                    except Exception as err:  # a segmenter failure must not stop the others
+                        message = f"{path}: segmenter failed: {type(err).__name__}: {err}"
+                        _say(message)
+                        results = [(ord_, None, None, message) for ord_, _ in task.anns]
+                    else:
+                        for *_, error in results:
+                            if error is not None:
+                                _say(f"{path}: {error}")
+                failures += sum(error is not None for *_, error in results)
+                writer.write(task.idx, results)
+                boxes_done += len(task.anns)
+                bar.set_postfix(boxes=f"{boxes_done}/{n_boxes}", refresh=False)
+                bar.update(1)
+            del images, good, states
     finally:
         bar.close()
         writer.close()
@@ -271,6 +300,7 @@ def segment_coco(
     world_size: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
+    batch_images: int = 1,
 ) -> int:
     """The whole run for one process of `world_size` (a process group must exist when > 1).
 
@@ -291,7 +321,15 @@ def segment_coco(
     if conn is None:
         conn = coco_index.open_index(work.index)
     segment_shard(
-        conn, predictor, images_dir, work.part(rank), rank, world_size, max_pixels, progress
+        conn,
+        predictor,
+        images_dir,
+        work.part(rank),
+        rank,
+        world_size,
+        max_pixels,
+        progress,
+        batch_images=batch_images,
     )
     _broadcast(None, world_size)  # every shard is finished
     result = None
@@ -306,117 +344,3 @@ def segment_coco(
     if isinstance(result, str):
         raise SegmentError(result)
     return result
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = (
-        "Every annotation of IN.json is written to OUT.json with its id and all its fields, plus\n"
-        "`segmentation` (COCO RLE, counts as a string) and `score`. An annotation that fails (bad\n"
-        "image, bad box) is written unchanged plus `box2mask_error`, reported on stderr, and the\n"
-        "exit status is 1. A killed run resumes from OUT.json.partial/ when rerun with the same\n"
-        "arguments. Under `torchrun --nproc-per-node N` each process segments its share of images."
-    )
-    parser.add_argument("--images", required=True, metavar="DIR", help="folder of the images")
-    parser.add_argument(
-        "--boxes", required=True, metavar="IN.json", help="COCO instances file with boxes"
-    )
-    parser.add_argument("--out", required=True, metavar="OUT.json", help="output COCO file")
-    parser.add_argument(
-        "--checkpoint",
-        default=None,
-        metavar="CKPT",
-        help="trained Box2Mask checkpoint (default: the embedded level-set segmenter)",
-    )
-    parser.add_argument(
-        "--device",
-        choices=["cpu", "cuda"],
-        default=None,
-        help="where to run (default: cuda when available, else cpu)",
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=int,
-        default=DEFAULT_MAX_PIXELS,
-        help=f"refuse images with more pixels, as decompression bombs (default {DEFAULT_MAX_PIXELS})",
-    )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-
-
-def _resolve_device(device: str | None, local_rank: int) -> str:
-    import torch
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise SegmentError(
-                "--device cuda: CUDA is not available here "
-                f"(torch {torch.__version__}, {torch.cuda.device_count()} GPUs visible); "
-                "use --device cpu"
-            )
-        torch.cuda.set_device(local_rank)
-        return f"cuda:{local_rank}"
-    return device
-
-
-def run(args) -> int:
-    import torch.distributed as dist
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    try:
-        if not Path(args.images).is_dir():
-            raise SegmentError(f"--images {args.images}: no such folder")
-        if not Path(args.boxes).is_file():
-            raise SegmentError(f"--boxes {args.boxes}: no such file")
-        if not Path(args.out).resolve().parent.is_dir():
-            raise SegmentError(f"--out {args.out}: its folder does not exist")
-        device = _resolve_device(args.device, local_rank)
-        if world_size > 1 and not dist.is_initialized():
-            backend = "nccl" if device.startswith("cuda") else "gloo"
-            dist.init_process_group(backend=backend, timeout=DIST_TIMEOUT)
-        predictor = _build_predictor(args.checkpoint, device)
-        failed = segment_coco(
-            images_dir=args.images,
-            boxes_path=args.boxes,
-            out_path=args.out,
-            predictor=predictor,
-            fingerprint_extra={"checkpoint": _checkpoint_key(args.checkpoint)},
-            rank=rank,
-            world_size=world_size,
-            max_pixels=args.max_pixels,
-            progress=not args.no_progress,
-        )
-    except (SegmentError, OSError) as err:  # OSError: e.g. disk full while writing a part file
-        print(f"box2mask segment: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if rank == 0:
-        if failed:
-            _say(f"{failed} annotations failed (see box2mask_error in {args.out})")
-        print(f"box2mask segment: wrote {args.out}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _checkpoint_key(checkpoint) -> str | None:
-    """Path, size and mtime of the checkpoint: a changed file invalidates a half-finished run."""
-    if checkpoint is None:
-        return None
-    st = os.stat(checkpoint)
-    return f"{Path(checkpoint).resolve()}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def _build_predictor(checkpoint, device: str):
-    import box2mask
-
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise SegmentError(f"--checkpoint {checkpoint}: no such file")
-    try:
-        return box2mask.build_predictor(checkpoint, device=device)
-    except Exception as err:  # any failure to load is reported the same way, naming the file
-        where = checkpoint if checkpoint is not None else "the embedded default"
-        raise SegmentError(f"cannot load {where}: {type(err).__name__}: {err}") from None

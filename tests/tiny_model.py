@@ -29,8 +29,13 @@ def tiny_model(seed: int = 0, **overrides) -> torch.nn.Module:
     return build_model(tiny_config(**overrides))
 
 
-def save_tiny_checkpoint(path, model_version: str, class_names=("obj",), **overrides):
-    """Write a self-describing checkpoint of a tiny model to `path` and return the path."""
+def save_tiny_checkpoint(
+    path, model_version: str, class_names=("obj",), config: dict | None = None, **overrides
+):
+    """Write a self-describing checkpoint of a tiny model to `path` and return the path.
+
+    `config` is the run config stored with it (e.g. {"image_size": 64}, the predictor's input).
+    """
     cfg = tiny_config(num_classes=len(class_names), **overrides)
     torch.manual_seed(0)
     save_checkpoint(
@@ -38,7 +43,7 @@ def save_tiny_checkpoint(path, model_version: str, class_names=("obj",), **overr
         model=build_model(cfg),
         model_config=cfg,
         class_names=list(class_names),
-        config={},
+        config=config or {},
         model_version=model_version,
     )
     return path
