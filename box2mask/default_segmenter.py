@@ -73,6 +73,9 @@ class LevelSetSegmenter:
     """Box -> mask by level-set evolution on colour histograms (see the module docstring).
 
     Usage: `seg.set_image(image)` once, then `masks, scores = seg.predict(boxes_xyxy)`.
+    `device` ("cpu", "cuda", "cuda:1"): where the evolution runs, all boxes of an image in one
+    batch; only set_image's colour conversion (OpenCV) and the final paste into NumPy masks run
+    on the CPU.
     """
 
     model_version = "levelset-default-1"
@@ -171,10 +174,13 @@ class LevelSetSegmenter:
             xy = np.floor(np.asarray(points, dtype=np.float64)).astype(int)
             in_image = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
             xy, labels = xy[in_image], np.asarray(point_labels)[in_image].astype(bool)
-            box_pixels = box_masks_from_boxes(boxes_t, height, width) if len(xy) else None
-            for (x, y), label in zip(xy, labels, strict=True):  # P clicks, all boxes at once
-                hit = box_pixels[:, y, x].cpu().numpy() > 0.5
-                masks[hit, y, x] = label
+            centres = torch.as_tensor(xy + 0.5, dtype=torch.float32, device=self.device)
+            cx, cy = centres[None, :, 0], centres[None, :, 1]  # (1, P)
+            in_x = (cx >= boxes_t[:, 0:1]) & (cx < boxes_t[:, 2:3])  # (N, P)
+            in_y = (cy >= boxes_t[:, 1:2]) & (cy < boxes_t[:, 3:4])
+            hits = (in_x & in_y).cpu().numpy()  # the clicked pixel's centre is in the box
+            for p, ((x, y), label) in enumerate(zip(xy, labels, strict=True)):  # all boxes at once
+                masks[hits[:, p], y, x] = label
         return masks, scores.cpu().numpy().astype(np.float32)
 
     def _crop(self, boxes: torch.Tensor, cfg: LevelSetConfig):
