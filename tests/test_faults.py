@@ -20,25 +20,14 @@ import pytest
 import torch
 
 from box2mask.checkpoint import load_checkpoint
-from tests.test_train_loop import TINY, make_shapes_dataset, tiny_config
+from tests.test_train_loop import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 6  # training steps of every run here (checkpoint every 2)
 REAL_SAVE = torch.save  # before any test replaces it
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads per process thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes") / "data")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,18 +20,7 @@ from tests.test_train_loop import make_shapes_dataset, read_metrics, tiny_config
 from train.dataset import CocoBoxDataset, collate_batch
 from train.teacher import compute_teacher_masks, load_or_compute_teacher_masks
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return make_shapes_dataset(tmp_path_factory.mktemp("mixed") / "data", n_images=4, size=64)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _drop_masks_of_image(data, image_id):

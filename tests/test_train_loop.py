@@ -91,18 +91,7 @@ def read_metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine, 2 threads per process thrash (10x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    return make_shapes_dataset(tmp_path_factory.mktemp("shapes") / "data")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_twenty_steps_lower_the_loss(shapes, tmp_path):
