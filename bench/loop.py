@@ -17,7 +17,9 @@ Variants: `box` trains with box supervision only (every image's boxes); `mixed` 
 corrected masks of the training images a mask loss (`retrain --mask-supervision`). `--teacher
 levelset` adds the embedded default's masks as down-weighted targets for the box-only instances
 (config `teacher`). Each candidate is evaluated as the network's mask alone and with the level-set
-refinement started from it (`region_refine`, the method's inference-time evolution).
+refinement started from it (`region_refine`, the method's inference-time evolution); the second is
+what a predictor of the checkpoint serves (configs/tiny_cpu.yaml: `serve_region_refine: true`), so
+it is also what the promotion gate compares.
 """
 
 import argparse
@@ -138,7 +140,10 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
         candidate_ckpt = registry.checkpoint_path(result["version"])
         init_from = str(candidate_ckpt)  # the next round fine-tunes this round's candidate
         cand = evaluate_predictor(
-            build_predictor(candidate_ckpt), args.data, split="val", progress=False
+            Box2MaskPredictor.from_checkpoint(candidate_ckpt, region_refine=False),
+            args.data,
+            split="val",
+            progress=False,
         )
         refined = evaluate_predictor(
             Box2MaskPredictor.from_checkpoint(candidate_ckpt, region_refine=True),

@@ -111,6 +111,8 @@ class Box2MaskPredictor:
         model = build_model_from_checkpoint(ckpt)
         config = ckpt.get("config") or {}
         options.setdefault("image_size", int(config.get("image_size", 512)))
+        # the run's serving choice (train/config.py `serve_region_refine`); options override it
+        options.setdefault("region_refine", bool(config.get("serve_region_refine", False)))
         return cls(
             model,
             device=device,

@@ -125,3 +125,20 @@ def test_region_refinement_starts_from_the_model_mask_and_recovers_the_object(pr
     refined, scores = refined_predictor.predict(box)
     assert iou(refined[0], disc) > 0.9 > iou(raw[0], disc)
     assert 0 <= scores[0] <= 1
+
+
+def test_a_checkpoint_carries_its_serving_choice(tmp_path):
+    from tests.tiny_model import save_tiny_checkpoint
+
+    plain = save_tiny_checkpoint(tmp_path / "plain.pt", "v1", config={"image_size": 64})
+    refined = save_tiny_checkpoint(
+        tmp_path / "refined.pt", "v2", config={"image_size": 64, "serve_region_refine": True}
+    )
+    assert not Box2MaskPredictor.from_checkpoint(plain).region_refine  # old checkpoints: as is
+    assert Box2MaskPredictor.from_checkpoint(refined).region_refine
+    assert not Box2MaskPredictor.from_checkpoint(refined, region_refine=False).region_refine
+    image, disc = disc_image()
+    predictor = Box2MaskPredictor.from_checkpoint(refined)
+    predictor.set_image(image)
+    masks, _ = predictor.predict(np.array([[20.0, 15.0, 61.0, 55.0]]))
+    assert iou(masks[0], disc) > 0.9  # the served answer is the refined one

@@ -78,6 +78,9 @@ class TrainConfig:
     seed: int = 0  # seeds model init, data order and augmentation
     init_checkpoint: str = ""  # fine-tune: start from this checkpoint's model (its architecture
     # and weights; optimizer and step start fresh; a class head of another size starts anew)
+    # --- serving: how predictors built from this run's checkpoints answer a box ---
+    serve_region_refine: bool = False  # refine the network's mask with the colour-histogram level
+    # set started from it (Box2MaskPredictor.region_refine); false = the network's mask as is
     # --- bookkeeping ---
     out_dir: str = "runs/box2mask"  # run directory: config.yaml, metrics.jsonl, last.pt
     checkpoint_every: int = 200  # write last.pt every this many steps (and at the end)
