@@ -8,21 +8,29 @@ from PIL import Image
 
 
 def disc_scene(height: int, width: int, seed: int, n_discs: int = 3):
-    """An (H, W, 3) uint8 image with `n_discs` discs of random colour, radius and place.
+    """An (H, W, 3) uint8 image with `n_discs` non-overlapping discs of random colour and radius.
 
     Returns image, boxes (n, 4) float64 absolute XYXY (the discs' boxes plus a 2 px margin,
-    clipped to the image) and masks (n, H, W) bool (later discs are drawn over earlier ones).
+    clipped to the image) and masks (n, H, W) bool.
     """
     rng = np.random.default_rng(seed)
     ys, xs = np.mgrid[:height, :width] + 0.5
     image = rng.normal(rng.uniform(60, 200, 3), 12, (height, width, 3))
-    masks, boxes = [], []
-    for _ in range(n_discs):
-        radius = rng.uniform(0.12, 0.25) * min(height, width)
+    discs = []  # (cx, cy, radius)
+    for _ in range(10000):
+        if len(discs) == n_discs:
+            break
+        radius = rng.uniform(0.12, 0.22) * min(height, width)
         cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
+        if all(np.hypot(cx - x, cy - y) > radius + r + 2 for x, y, r in discs):
+            discs.append((cx, cy, radius))
+    if len(discs) < n_discs:
+        raise ValueError(f"cannot place {n_discs} discs apart on {height} x {width}")
+    masks, boxes = [], []
+    for cx, cy, radius in discs:
         disc = (xs - cx) ** 2 + (ys - cy) ** 2 <= radius**2
         image[disc] = rng.normal(rng.uniform(0, 255, 3), 8, (int(disc.sum()), 3))
-        masks = [m & ~disc for m in masks] + [disc]
+        masks.append(disc)
         box = [cx - radius - 2, cy - radius - 2, cx + radius + 2, cy + radius + 2]
         boxes.append(np.clip(box, 0, [width, height, width, height]))
     image = np.clip(image, 0, 255).astype(np.uint8)

@@ -61,7 +61,7 @@ def test_batched_encode_equals_one_at_a_time(model, scenes):
             masks_b, scores_b = batched.predict(boxes, steps=steps)
             masks_s, scores_s = single.predict(boxes, steps=steps)
             assert np.array_equal(masks_b, masks_s)
-            np.testing.assert_allclose(scores_b, scores_s, atol=1e-5)
+            np.testing.assert_allclose(scores_b, scores_s, atol=1e-4)
 
 
 def test_cpu_default_encodes_one_image_per_pass_bit_exactly(model, scenes):
