@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from box2mask.coco_stream import ARRAYS, CocoFormatError, loaded_entries, stream_entries
+from box2mask.shards import snake_rank
 
 __all__ = [
     "CocoFormatError",
@@ -245,7 +246,10 @@ def build_index(coco_path, index_path, fingerprint: dict) -> list[str]:
 
 
 def open_index(index_path) -> sqlite3.Connection:
-    return sqlite3.connect(index_path, timeout=60)
+    """A connection to the index, with the shard deal's `snake_rank(position, world)` function."""
+    conn = sqlite3.connect(index_path, timeout=60)
+    conn.create_function("snake_rank", 2, snake_rank, deterministic=True)
+    return conn
 
 
 def read_fingerprint(conn: sqlite3.Connection) -> dict | None:
@@ -307,8 +311,8 @@ def import_parts(conn: sqlite3.Connection, part_paths) -> None:
 # ---------------------------------------------------------------- the work list
 
 # The images that still need work, dealt out to `world` shards: sorted by box count (most first),
-# then dealt in snake order (0, 1, ..., w-1, w-1, ..., 0, 0, 1, ...) so shards get similar work.
-# Every rank computes the same deal from the same tables. Parameters: :world, :rank.
+# then dealt in snake order (`shards.snake_rank`, registered by `open_index`) so shards get similar
+# work. Every rank computes the same deal from the same tables. Parameters: :world, :rank.
 _SHARD = """
 WITH pending AS (
     SELECT idx, (SELECT COUNT(*) FROM anns
@@ -318,8 +322,7 @@ WITH pending AS (
     SELECT idx, n_boxes, ROW_NUMBER() OVER (ORDER BY n_boxes DESC, idx) - 1 AS r
     FROM pending WHERE n_boxes > 0
 ), shard AS (
-    SELECT idx, n_boxes FROM ranked
-    WHERE CASE WHEN (r / :world) % 2 = 0 THEN r % :world ELSE :world - 1 - r % :world END = :rank
+    SELECT idx, n_boxes FROM ranked WHERE snake_rank(r, :world) = :rank
 )
 """
 

@@ -35,6 +35,7 @@ from box2mask import coco_index
 from box2mask.box_ops import BoxError, validate_box, xywh_to_xyxy
 from box2mask.image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
 from box2mask.rle import encode_rle
+from box2mask.shards import broadcast
 
 __all__ = [
     "SegmentError",
@@ -279,17 +280,6 @@ def finish(conn, work: WorkDir, out_path) -> int:
 # ---------------------------------------------------------------- the whole run
 
 
-def _broadcast(value, world_size: int):
-    """Rank 0's `value` on every rank (a barrier too); identity in a single process."""
-    if world_size == 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def segment_coco(
     images_dir,
     boxes_path,
@@ -315,7 +305,7 @@ def segment_coco(
             conn = prepare_work_dir(work, boxes_path, images_dir, extra)
         except SegmentError as err:
             error = str(err)
-    error = _broadcast(error, world_size)
+    error = broadcast(error, world_size)
     if error is not None:
         raise SegmentError(error)
     if conn is None:
@@ -331,7 +321,7 @@ def segment_coco(
         progress,
         batch_images=batch_images,
     )
-    _broadcast(None, world_size)  # every shard is finished
+    broadcast(None, world_size)  # every shard is finished
     result = None
     if rank == 0:
         try:
@@ -340,7 +330,7 @@ def segment_coco(
             result = str(err)
     else:
         conn.close()
-    result = _broadcast(result, world_size)
+    result = broadcast(result, world_size)
     if isinstance(result, str):
         raise SegmentError(result)
     return result

@@ -10,16 +10,20 @@ contract (README "Segment boxes from the shell") that none of the speed options 
 import argparse
 import os
 import sys
-from datetime import timedelta
 from pathlib import Path
 
 from box2mask.fast_inference import AMP_CHOICES, amp_dtype
 from box2mask.image_io import DEFAULT_MAX_PIXELS
 from box2mask.segment import SegmentError, _say, segment_coco
+from box2mask.shards import (
+    DIST_TIMEOUT,
+    Ranks,
+    rank_device,
+    start_process_group,
+    stop_process_group,
+)
 
 __all__ = ["add_arguments", "run"]
-
-DIST_TIMEOUT = timedelta(hours=24)  # ranks wait for the slowest shard at the end: allow long runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,28 +129,15 @@ def _model_options(args, device: str) -> dict:
 
 
 def _resolve_device(device: str | None, local_rank: int) -> str:
-    import torch
-
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise SegmentError(
-                "--device cuda: CUDA is not available here "
-                f"(torch {torch.__version__}, {torch.cuda.device_count()} GPUs visible); "
-                "use --device cpu"
-            )
-        torch.cuda.set_device(local_rank)
-        return f"cuda:{local_rank}"
-    return device
+    try:
+        return rank_device(device, local_rank)
+    except ValueError as err:
+        raise SegmentError(str(err)) from None
 
 
 def run(args) -> int:
-    import torch.distributed as dist
-
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    ranks = Ranks.from_env()
+    world_size, rank, local_rank = ranks.world_size, ranks.rank, ranks.local_rank
     try:
         if not Path(args.images).is_dir():
             raise SegmentError(f"--images {args.images}: no such folder")
@@ -155,9 +146,8 @@ def run(args) -> int:
         if not Path(args.out).resolve().parent.is_dir():
             raise SegmentError(f"--out {args.out}: its folder does not exist")
         device = _resolve_device(args.device, local_rank)
-        if world_size > 1 and not dist.is_initialized():
-            backend = "nccl" if device.startswith("cuda") else "gloo"
-            dist.init_process_group(backend=backend, timeout=DIST_TIMEOUT)
+        if world_size > 1:
+            start_process_group("nccl" if device.startswith("cuda") else "gloo", DIST_TIMEOUT)
         options = _model_options(args, device)
         predictor = _build_predictor(args.checkpoint, device, options)
         failed = segment_coco(
@@ -176,8 +166,7 @@ def run(args) -> int:
         print(f"box2mask segment: error: {err}", file=sys.stderr)
         return 2
     finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        stop_process_group()
     if rank == 0:
         if failed:
             _say(f"{failed} annotations failed (see box2mask_error in {args.out})")
