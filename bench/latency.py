@@ -54,6 +54,23 @@ def random_model(name: str) -> torch.nn.Module:
     return build_model(load_config(CONFIGS[name], overrides).model)
 
 
+def random_checkpoint(name: str, path: Path, image_size: int) -> Path:
+    """`random_model(name)` saved as a self-describing checkpoint whose predictor encodes images
+    at `image_size` px (long side); for timing the segment command."""
+    from box2mask.checkpoint import save_checkpoint
+
+    cfg = load_config(CONFIGS[name], {"model.backbone_weights": None}).model
+    save_checkpoint(
+        path,
+        model=random_model(name),
+        model_config=cfg,
+        class_names=[f"class{i}" for i in range(cfg.num_classes)],
+        config={"image_size": image_size},
+        model_version=f"{name}-random-init",
+    )
+    return path
+
+
 def test_image(size: int) -> np.ndarray:
     """demo/astronaut.png resized so that its long side is `size` px (aspect kept)."""
     image = load_image(REPO / "demo" / "astronaut.png")
