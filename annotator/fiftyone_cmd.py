@@ -1,6 +1,7 @@
 """`box2mask fiftyone ...`: segment, review, evaluate and move labels in FiftyOne datasets.
 
     box2mask fiftyone apply    --dataset NAME --boxes ground_truth --out box2mask [--checkpoint CKPT]
+    torchrun --nproc-per-node N -m annotator.cli fiftyone apply ...   (N processes share the work)
     box2mask fiftyone evaluate --dataset NAME --pred box2mask --gt ground_truth
     box2mask fiftyone app      --dataset NAME
     box2mask fiftyone import   --dataset NAME --field box2mask (--sqlite DB | --coco JSON) --images DIR
@@ -11,6 +12,13 @@ FiftyOne is imported only when a subcommand runs (importing it takes seconds).
 
 import argparse
 import sys
+from datetime import timedelta
+
+from box2mask.shards import DIST_TIMEOUT
+
+CHUNK_SAMPLES = (
+    32  # default --chunk-size (annotator.fiftyone_apply.CHUNK_SAMPLES, without fiftyone)
+)
 
 HELP = {
     "apply": "masks for every box of a Detections field, into a new field (resumable)",
@@ -24,6 +32,7 @@ HELP = {
 EXAMPLES = """examples (the embedded default model; add --checkpoint CKPT for a trained one):
   box2mask fiftyone import   --dataset demo --field ground_truth --coco demo/boxes.json --images demo
   box2mask fiftyone apply    --dataset demo --boxes ground_truth --out box2mask
+  torchrun --nproc-per-node 2 -m annotator.cli fiftyone apply --dataset demo --boxes ground_truth --out box2mask
   box2mask fiftyone app      --dataset demo          # review: tag labels verified / needs_fix
   box2mask fiftyone evaluate --dataset NAME --pred box2mask --gt ground_truth   # needs GT masks
   box2mask fiftyone export   --dataset demo --field box2mask --coco runs/demo.json --images demo
@@ -41,7 +50,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--boxes", required=True, help="Detections field with the box prompts")
             p.add_argument("--out", required=True, help="new Detections field for the masks")
             p.add_argument("--checkpoint", default=None, help="trained model (default: embedded)")
-            p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+            p.add_argument(
+                "--device",
+                default="cpu",
+                choices=["cpu", "cuda"],
+                help="cpu or cuda (default: cpu); under torchrun, cuda means cuda:LOCAL_RANK",
+            )
+            p.add_argument(
+                "--chunk-size",
+                type=int,
+                default=CHUNK_SAMPLES,
+                metavar="N",
+                help=f"samples per apply_model call; bounds memory (default {CHUNK_SAMPLES})",
+            )
+            p.add_argument(
+                "--dist-timeout",
+                type=float,
+                default=DIST_TIMEOUT.total_seconds() / 60,
+                metavar="MIN",
+                help="under torchrun: minutes a process waits for the others (at the end, for "
+                "the slowest share) before it stops with an error "
+                f"(default {DIST_TIMEOUT.total_seconds() / 60:.0f})",
+            )
         elif name == "evaluate":
             p.add_argument("--pred", required=True, help="Detections field with predicted masks")
             p.add_argument("--gt", required=True, help="Detections field with ground-truth masks")
@@ -92,18 +122,59 @@ def _load(name: str):
 
 
 def _apply(args) -> int:
+    """One process of `fiftyone apply`; under torchrun (WORLD_SIZE > 1) each shares the work.
+
+    Rank 0 opens the dataset first (it may start FiftyOne's database, which the others then use;
+    on several nodes, set FIFTYONE_DATABASE_URI to one MongoDB for all). Every process loads the
+    model on its device, segments its share and writes its samples; all agree on every error
+    through a gloo process group, whose timeout bounds every wait.
+    """
+    from box2mask.shards import RankError, Ranks, start_process_group, stop_process_group
+
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    ranks = Ranks.from_env()
+    if ranks.world_size == 1:
+        return _apply_rank(args, ranks)
+    start_process_group("gloo", timedelta(minutes=args.dist_timeout))
+    try:
+        return _apply_rank(args, ranks)
+    except RankError as err:  # also: a partner died, or a wait passed --dist-timeout
+        print(f"box2mask fiftyone apply: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        stop_process_group()
+
+
+def _apply_rank(args, ranks) -> int:
     from annotator.fiftyone_apply import apply_masks
     from annotator.fiftyone_model import Box2MaskFiftyOneModel
+    from box2mask.shards import agreed, rank_device
 
-    dataset = _load(args.dataset)
-    model = Box2MaskFiftyOneModel(checkpoint=args.checkpoint, device=args.device)
-    result = apply_masks(dataset, model, boxes_field=args.boxes, out_field=args.out)
-    print(
-        f"{args.out}: {result.done} samples segmented now, {result.skipped} already done, "
-        f"{len(result.failed)} failed (model {model.model_version})"
+    # rank 0 first: it may start FiftyOne's database, which the other processes then share
+    dataset = agreed(lambda: _load(args.dataset) if ranks.rank == 0 else None, ranks)
+    dataset = agreed(lambda: dataset if dataset is not None else _load(args.dataset), ranks)
+
+    def model():
+        device = rank_device(args.device, ranks.local_rank)
+        return Box2MaskFiftyOneModel(checkpoint=args.checkpoint, device=device)
+
+    model = agreed(model, ranks)
+    result = apply_masks(
+        dataset,
+        model,
+        boxes_field=args.boxes,
+        out_field=args.out,
+        chunk_size=args.chunk_size,
+        ranks=ranks,
     )
-    for path in result.failed[:10]:
-        print(f"  failed: {path} (rerun to retry)", file=sys.stderr)
+    if ranks.rank == 0:
+        print(
+            f"{args.out}: {result.done} samples segmented now, {result.skipped} already done, "
+            f"{result.failed} failed (model {model.model_version})"
+        )
+        for path in result.failed_paths[:10]:
+            print(f"  failed: {path} (rerun to retry)", file=sys.stderr)
     return 1 if result.failed else 0
 
 

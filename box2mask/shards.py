@@ -102,25 +102,45 @@ def stop_process_group() -> None:
 
 
 def broadcast(value, world_size: int):
-    """Rank 0's picklable `value` on every rank (a barrier too); identity in a single process."""
+    """Rank 0's picklable `value` on every rank (a barrier too); identity in a single process.
+
+    Raises RankError when a partner process died or the wait passed the process group's timeout.
+    """
     if world_size == 1:
         return value
     import torch.distributed as dist
 
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    _collective(lambda: dist.broadcast_object_list(box, src=0))
     return box[0]
 
 
 def all_gather(value, world_size: int) -> list:
-    """Every rank's picklable `value`, in rank order, on every rank (a barrier too)."""
+    """Every rank's picklable `value`, in rank order, on every rank (a barrier too).
+
+    Raises RankError when a partner process died or the wait passed the process group's timeout.
+    """
     if world_size == 1:
         return [value]
     import torch.distributed as dist
 
     values = [None] * world_size
-    dist.all_gather_object(values, value)
+    _collective(lambda: dist.all_gather_object(values, value))
     return values
+
+
+def _collective(call) -> None:
+    """Run a torch.distributed collective; its failure becomes a RankError naming this rank."""
+    import torch.distributed as dist
+
+    try:
+        call()
+    except RuntimeError as err:  # gloo raises plain RuntimeErrors for timeouts and lost peers
+        first_line = (str(err).splitlines() or [type(err).__name__])[0]
+        raise RankError(
+            f"rank {dist.get_rank()}: lost the other processes (one of them failed, or the wait "
+            f"for them passed the process group's timeout): {first_line}"
+        ) from err
 
 
 def _message(err: BaseException) -> str:

@@ -16,8 +16,7 @@ from PIL import Image
 
 from annotator.cli import main as cli_main
 from box2mask.rle import decode_rle
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.torchrun_helpers import launch_env, rank_pid, torchrun_cmd
 
 
 def make_dataset(folder: Path, n_images: int = 3, seed: int = 0) -> Path:
@@ -183,10 +182,6 @@ def _segment_cmd(tmp_path, boxes, out):
     ]  # fmt: skip
 
 
-def _env():
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """A 12-image dataset and its output from one uninterrupted single-process run."""
@@ -206,7 +201,9 @@ def test_sigkill_mid_run_then_rerun_gives_identical_output(reference):
     folder, boxes, reference_out = reference
     out = folder / "killed.json"
     part = folder / "killed.json.partial" / "parts" / "rank00000.jsonl"
-    proc = subprocess.Popen(_segment_cmd(folder, boxes, out), env=_env(), stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _segment_cmd(folder, boxes, out), env=launch_env(), stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if part.exists() and part.read_bytes().count(b"\n") >= 3:
@@ -218,7 +215,11 @@ def test_sigkill_mid_run_then_rerun_gives_identical_output(reference):
     assert not out.exists() and 3 <= lines_at_kill < 12  # killed mid-run
 
     rerun = subprocess.run(
-        _segment_cmd(folder, boxes, out), env=_env(), capture_output=True, text=True, timeout=120
+        _segment_cmd(folder, boxes, out),
+        env=launch_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert rerun.returncode == 0, rerun.stderr
     assert f"{lines_at_kill} images already done" in rerun.stderr
@@ -229,25 +230,10 @@ def test_sigkill_mid_run_then_rerun_gives_identical_output(reference):
 def test_torchrun_two_processes_equal_one_process(reference):
     folder, boxes, reference_out = reference
     sharded = folder / "sharded.json"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    torchrun += ["--master-port", str(29500 + os.getpid() % 1000)]
-    cmd = torchrun + _segment_cmd(folder, boxes, sharded)[1:]
-    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    cmd = torchrun_cmd(2, 29500, *_segment_cmd(folder, boxes, sharded)[3:])
+    result = subprocess.run(cmd, env=launch_env(), capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     assert sharded.read_bytes() == reference_out.read_bytes()
-
-
-def _rank_pid(launcher_pid: int, rank: int) -> int | None:
-    """The pid of the torchrun worker with RANK=rank (a child of the launcher), if started."""
-    for children in Path(f"/proc/{launcher_pid}/task").glob("*/children"):
-        for pid in children.read_text().split():
-            try:
-                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if f"RANK={rank}".encode() in environ:
-                return int(pid)
-    return None
 
 
 @pytest.mark.slow
@@ -255,19 +241,19 @@ def test_killed_rank_is_redone_on_rerun(reference):
     folder, boxes, reference_out = reference
     out = folder / "rank_killed.json"
     part = folder / "rank_killed.json.partial" / "parts" / "rank00001.jsonl"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
-    torchrun += ["--master-port", str(29700 + os.getpid() % 200)]
-    cmd = torchrun + _segment_cmd(folder, boxes, out)[1:]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = torchrun_cmd(2, 29700, *_segment_cmd(folder, boxes, out)[3:])
+    proc = subprocess.Popen(
+        cmd, env=launch_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (part.exists() and part.read_bytes().count(b"\n")):
         time.sleep(0.005)
-    pid = _rank_pid(proc.pid, rank=1)
+    pid = rank_pid(proc.pid, rank=1)
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     assert proc.wait(timeout=120) != 0 and not out.exists()
 
-    rerun = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=180)
+    rerun = subprocess.run(cmd, env=launch_env(), capture_output=True, text=True, timeout=180)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "images already done" in rerun.stderr
     assert out.read_bytes() == reference_out.read_bytes()

@@ -89,7 +89,7 @@ class SegmentBoxes(foo.Operator):
         return {
             "done": result.done,
             "skipped": result.skipped,
-            "failed": len(result.failed),
+            "failed": result.failed,
             "model_version": model.model_version,
         }
 
