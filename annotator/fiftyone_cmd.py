@@ -29,6 +29,13 @@ HELP = {
 }
 
 
+APPLY_NOTES = """Samples whose --out field is already filled are skipped: a killed run, rerun, does only the
+rest. Under `torchrun --nproc-per-node N -m annotator.cli fiftyone apply ...` (or --nnodes M)
+the pending samples are dealt out to the N processes by box count; each writes its own samples
+and rank 0 creates the field first. The result equals one process's exactly. On several nodes,
+point FIFTYONE_DATABASE_URI at one MongoDB that all of them reach.
+"""
+
 EXAMPLES = """examples (the embedded default model; add --checkpoint CKPT for a trained one):
   box2mask fiftyone import   --dataset demo --field ground_truth --coco demo/boxes.json --images demo
   box2mask fiftyone apply    --dataset demo --boxes ground_truth --out box2mask
@@ -47,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--dataset", required=True, help="FiftyOne dataset name")
         if name == "apply":
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
+            p.epilog = APPLY_NOTES
             p.add_argument("--boxes", required=True, help="Detections field with the box prompts")
             p.add_argument("--out", required=True, help="new Detections field for the masks")
             p.add_argument("--checkpoint", default=None, help="trained model (default: embedded)")
