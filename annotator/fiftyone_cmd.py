@@ -65,6 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 choices=["cpu", "cuda"],
                 help="cpu or cuda (default: cpu); under torchrun, cuda means cuda:LOCAL_RANK",
             )
+            p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
             p.add_argument(
                 "--chunk-size",
                 type=int,
@@ -176,6 +177,7 @@ def _apply_rank(args, ranks) -> int:
         out_field=args.out,
         chunk_size=args.chunk_size,
         ranks=ranks,
+        progress=not args.no_progress,
     )
     if ranks.rank == 0:
         print(
