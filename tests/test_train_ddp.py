@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from box2mask.checkpoint import load_checkpoint
-from tests.test_train_loop import TINY, make_shapes_dataset, one_thread, tiny_config  # noqa: F401
+from tests.test_train_loop import TINY, make_shapes_dataset, tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # every image has exactly two boxes, so per-process averages equal the global ones
 SETTINGS = {**TINY, "batch_size": 4, "iterations": 2, "lr": 1e-4}

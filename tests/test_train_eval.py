@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from box2mask.rle import decode_rle
-from tests.test_train_loop import make_shapes_dataset, one_thread, tiny_config  # noqa: F401
+from tests.test_train_loop import make_shapes_dataset, tiny_config
 from train.evaluate import CocoMaskAPEvaluator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
