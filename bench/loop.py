@@ -127,8 +127,13 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
             config_path=args.config,
             overrides={
                 "iterations": args.iterations,
-                "levelset_warmup_steps": min(100, args.iterations // 3),
                 "teacher": args.teacher,
+                # round 1 trains from scratch; later rounds fine-tune the last candidate gently
+                **(
+                    {"levelset_warmup_steps": min(100, args.iterations // 3)}
+                    if rnd == 1
+                    else {"lr": args.finetune_lr, "levelset_warmup_steps": 0}
+                ),
             },
             mask_supervision=name == "mixed",
             init_from=init_from,
@@ -187,6 +192,13 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=300, help="training steps per round")
     parser.add_argument("--eval-fraction", type=float, default=0.2)
     parser.add_argument(
+        "--finetune-lr",
+        type=float,
+        default=5e-5,
+        help="learning rate of rounds 2 and 3 (fine-tuning the previous candidate; round 1 uses "
+        "the config's)",
+    )
+    parser.add_argument(
         "--variants",
         default="box,mixed",
         help="comma list: box (box supervision) and/or mixed (corrected masks get a mask loss)",
@@ -217,7 +229,7 @@ def main(argv=None) -> int:
     teacher = f", teacher {args.teacher}" if args.teacher else ""
     print(
         f"\nLearning loop on {args.data.name} (val split, GT boxes as prompts), "
-        f"{args.iterations} steps per round{teacher}"
+        f"{args.iterations} steps per round{teacher}, fine-tuning lr {args.finetune_lr:g}"
     )
     print(
         "| model | round | verified images | candidate mIoU / BF | + level-set refinement | "
