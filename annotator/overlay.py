@@ -3,6 +3,8 @@
 import cv2
 import numpy as np
 
+from annotator.mask_patch import MaskPatch
+
 __all__ = ["CLASS_COLORS", "render_overlay", "crop_view"]
 
 # One RGB colour per class index (cycled); also used for the boxes in the annotator.
@@ -19,14 +21,6 @@ CLASS_COLORS = [
 ALPHA = 0.45  # opacity of the mask tint
 
 
-def _mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(y0, y1, x0, x1) of the True pixels of a (H, W) mask, or None when empty."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    if rows.size == 0:
-        return None
-    return rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-
-
 def _tint(region: np.ndarray, mask: np.ndarray, color, outline_color, thickness: int) -> None:
     """Tint `mask` pixels of the (h, w, 3) uint8 `region` in place and draw its outline."""
     solid = np.empty_like(region)
@@ -37,32 +31,29 @@ def _tint(region: np.ndarray, mask: np.ndarray, color, outline_color, thickness:
     cv2.drawContours(region, contours, -1, tuple(int(c) for c in outline_color), thickness)
 
 
-def render_overlay(image, masks, colors, selected: int | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 image with each (H, W) bool mask tinted in its colour.
+def render_overlay(image, masks: list[MaskPatch | None], colors, selected: int | None = None):
+    """(H, W, 3) uint8 image with each mask (a MaskPatch) tinted in its colour.
 
     `masks` may contain None (no mask yet). The `selected` mask gets a thick white outline. Work is
     limited to each mask's bounding rectangle, so the cost grows with object size, not image size.
     """
     out = np.array(image, dtype=np.uint8, copy=True)
+    height, width = out.shape[:2]
     for i, (mask, color) in enumerate(zip(masks, colors, strict=True)):
-        if mask is None:
+        if mask is None or mask.pixels.size == 0:
             continue
-        bounds = _mask_bounds(mask)
-        if bounds is None:
-            continue
-        y0, y1, x0, x1 = bounds
-        y0, x0 = max(y0 - 2, 0), max(x0 - 2, 0)  # room for the outline
-        y1, x1 = min(y1 + 2, mask.shape[0]), min(x1 + 2, mask.shape[1])
+        y0, x0 = max(mask.top - 2, 0), max(mask.left - 2, 0)  # room for the outline
+        y1, x1 = min(mask.bottom + 2, height), min(mask.right + 2, width)
         region = out[y0:y1, x0:x1]
         if i == selected:
-            _tint(region, mask[y0:y1, x0:x1], color, (255, 255, 255), 2)
+            _tint(region, mask.window(y0, y1, x0, x1), color, (255, 255, 255), 2)
         else:
-            _tint(region, mask[y0:y1, x0:x1], color, color, 1)
+            _tint(region, mask.window(y0, y1, x0, x1), color, color, 1)
     return out
 
 
-def crop_view(image, mask, box_xyxy, min_side: int = 320, max_scale: float = 8.0):
-    """Zoomed view of one box for brush corrections.
+def crop_view(image, mask: MaskPatch | None, box_xyxy, min_side: int = 320, max_scale: float = 8.0):
+    """Zoomed view of one box (its mask, a MaskPatch or None, tinted) for brush corrections.
 
     Returns (view (h, w, 3) uint8, scale, x0, y0): view pixel (u, v) shows image pixel
     (x0 + u / scale, y0 + v / scale). The crop is the box plus a 10% (at least 4 px) margin,
@@ -75,7 +66,7 @@ def crop_view(image, mask, box_xyxy, min_side: int = 320, max_scale: float = 8.0
     x1, y1 = int(min(w, np.ceil(bx1 + pad))), int(min(h, np.ceil(by1 + pad)))
     crop = np.array(image[y0:y1, x0:x1], dtype=np.uint8, copy=True)
     if mask is not None:
-        _tint(crop, mask[y0:y1, x0:x1], (255, 64, 64), (255, 255, 255), 1)
+        _tint(crop, mask.window(y0, y1, x0, x1), (255, 64, 64), (255, 255, 255), 1)
     scale = float(np.clip(min_side / max(x1 - x0, y1 - y0), 1.0, max_scale))
     size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
     view = cv2.resize(crop, size, interpolation=cv2.INTER_NEAREST)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from annotator.mask_patch import MaskPatch
 from annotator.overlay import CLASS_COLORS, crop_view, render_overlay
 from annotator.store import Label, LabelStore, StaleWriteError
 from box2mask.box_ops import BoxError, validate_box
@@ -32,6 +33,9 @@ DEFAULT_SMOOTHING = 2  # index into SMOOTHING_LEVELS
 MIN_BOX = 2.0  # boxes with a side under this many pixels are ignored (still being drawn)
 # "worst first": images with unreviewed proposals, lowest mask-quality score first (review queue)
 FILTERS = ("all", "unlabeled", "in progress", "done", "worst first")
+# Undo steps kept per image (oldest dropped first): a tab left open on one image all day must not
+# keep every change it ever made. Each step holds two labels (RLE masks, a few KB), no pixels.
+UNDO_LIMIT = 200
 
 
 class PredictorService:
@@ -93,7 +97,7 @@ class PredictorService:
 @dataclass
 class Slot:
     label: Label | None  # the stored label (None after a delete: kept for undo)
-    mask: np.ndarray | None = None  # (H, W) bool, decoded once
+    mask: MaskPatch | None = None  # the decoded mask, kept as its bounding rectangle
     smoothing: int = DEFAULT_SMOOTHING  # index into SMOOTHING_LEVELS
     shown: tuple | None = None  # (xmin, ymin, xmax, ymax, class) as last sent to the UI
     clicks: list = field(default_factory=list)  # [(x, y, 1 inside | 0 outside)] image pixels
@@ -267,14 +271,21 @@ class AnnotationSession:
         key = self._key(index)
         slot = self.slots[key]
         h, w = self.image.shape[:2]
-        mask = slot.mask.copy() if slot.mask is not None else np.zeros((h, w), bool)
-        yy, xx = np.ogrid[:h, :w]
-        disc = (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= radius**2
-        mask = mask & ~disc if erase else mask | disc
+        # a mask never leaves its box: only the box's pixel window is computed
         x0, y0, x1, y1 = slot.label.box_xyxy
-        inside = np.zeros((h, w), bool)
-        inside[int(y0) : int(np.ceil(y1)), int(x0) : int(np.ceil(x1))] = True
-        mask &= inside  # a mask never leaves its box
+        wy0, wy1, _ = slice(int(y0), int(np.ceil(y1))).indices(h)  # numpy's slice bounds
+        wx0, wx1, _ = slice(int(x0), int(np.ceil(x1))).indices(w)
+        wy1, wx1 = max(wy1, wy0), max(wx1, wx0)
+        window = (
+            slot.mask.window(wy0, wy1, wx0, wx1)
+            if slot.mask is not None
+            else np.zeros((wy1 - wy0, wx1 - wx0), bool)
+        )
+        yy, xx = np.ogrid[wy0:wy1, wx0:wx1]
+        disc = (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= radius**2
+        window = window & ~disc if erase else window | disc
+        mask = np.zeros((h, w), bool)
+        mask[wy0:wy1, wx0:wx1] = window
         drawn = (
             slot.label.mask_rle is None or slot.label.source == "human"
         )  # no model mask under it
@@ -373,7 +384,7 @@ class AnnotationSession:
                 int(round(y1)),
                 label.class_name,
             )
-            mask = decode_rle(label.mask_rle) if label.mask_rle is not None else None
+            mask = _patch(label.mask_rle)
             self.slots[key] = Slot(label=label, mask=mask, shown=shown)
             self.order.append(key)
 
@@ -429,13 +440,14 @@ class AnnotationSession:
         if record:
             self.undo_stack.append(Change(key, before=current, after=saved))
             self.redo_stack.clear()
+            if len(self.undo_stack) > UNDO_LIMIT:
+                del self.undo_stack[:-UNDO_LIMIT]
+                self._drop_dead_slots()
         slot.label = saved
-        if saved is not None:
-            slot.mask = (
-                mask
-                if mask is not None
-                else (decode_rle(saved.mask_rle) if saved.mask_rle is not None else None)
-            )
+        if saved is None:
+            slot.mask = None  # an undo decodes it again from the label it restores
+        else:
+            slot.mask = MaskPatch.from_mask(mask) if mask is not None else _patch(saved.mask_rle)
             x0, y0, x1, y1 = saved.box_xyxy
             slot.shown = (
                 int(round(x0)),
@@ -444,6 +456,13 @@ class AnnotationSession:
                 int(round(y1)),
                 saved.class_name,
             )
+
+    def _drop_dead_slots(self) -> None:
+        """Forget deleted labels that no undo or redo step can bring back."""
+        history = {c.slot for c in self.undo_stack} | {c.slot for c in self.redo_stack}
+        for key in [k for k, slot in self.slots.items() if slot.label is None]:
+            if key not in history and key not in self.order:
+                del self.slots[key]
 
     def _replay(self, source: list[Change], target: list[Change], use_before: bool) -> bool:
         """Undo (use_before) or redo one change as a new store write; False when nothing to do."""
@@ -465,3 +484,8 @@ class AnnotationSession:
             self.order.remove(change.slot)
         self.selected = self.order.index(change.slot) if alive else None
         return True
+
+
+def _patch(mask_rle: dict | None) -> MaskPatch | None:
+    """A stored RLE decoded into the patch a slot keeps (the full-size mask is dropped at once)."""
+    return MaskPatch.from_mask(decode_rle(mask_rle)) if mask_rle is not None else None
