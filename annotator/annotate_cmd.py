@@ -113,6 +113,12 @@ def run(args) -> int:
         print("box2mask annotate: --classes needs at least one name", file=sys.stderr)
         return 2
 
+    from annotator.malloc_tuning import tune_malloc
+
+    # a server runs all day: keep large short-lived buffers out of glibc's heap, before any are
+    # made (annotator/malloc_tuning.py says why; a no-op on other C libraries)
+    tune_malloc()
+
     from annotator.app import SHORTCUTS_JS, build_app
     from annotator.session import PredictorService
     from box2mask import build_predictor
