@@ -42,6 +42,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from box2mask.rle import rle_to_bbox_xywh
+
 REPO = Path(__file__).resolve().parents[1]
 BALLOON = REPO.parent / "shared" / "data" / "balloon" / "images"
 ELEM_IDS = {  # action -> (elem_id of the widget, its event), resolved to api names at run time
@@ -417,7 +419,7 @@ def run_load(cfg: LoadConfig, workdir: Path) -> dict:
     return {
         "ledger": ledger,
         "checks": check_store(store_path, ledger),
-        "mask_mb": mask_memory_mb(store_path, sizes, [u.image for u in users]),
+        "mask_mb": mask_memory_mb(store_path, [u.image for u in users]),
         "rss": sampler.samples,
         "errors": [u.error for u in users if u.error],
         "temp_mb": temp_mb / 2**20,
@@ -442,15 +444,18 @@ def memory_summary(samples: list[tuple[float, float]]) -> dict:
     }
 
 
-def mask_memory_mb(store_path: Path, sizes: dict, open_images: list[str]) -> float:
-    """Memory the sessions need for their decoded masks (one H x W bool array per label on the
-    image each has open), from the labels now in the store: the part of RSS that grows with
-    the labels, by design."""
+def mask_memory_mb(store_path: Path, open_images: list[str]) -> float:
+    """Memory the sessions need for their decoded masks, from the labels now in the store: each
+    session keeps every mask of the image it has open as its bounding rectangle (a MaskPatch,
+    one byte per pixel), the part of RSS that grows with the labels, by design."""
     db = sqlite3.connect(f"file:{store_path}?mode=ro", uri=True)
-    count = dict(db.execute("SELECT image, COUNT(*) FROM labels GROUP BY image").fetchall())
+    rows = db.execute("SELECT image, mask_rle FROM labels WHERE mask_rle IS NOT NULL").fetchall()
     db.close()
-    total = sum(count.get(k, 0) * sizes[k][0] * sizes[k][1] for k in open_images if k)
-    return total / 2**20
+    per_image = collections.Counter()
+    for image, rle in rows:
+        _, _, w, h = rle_to_bbox_xywh(json.loads(rle))
+        per_image[image] += int(w) * int(h)
+    return sum(per_image[k] for k in open_images if k) / 2**20
 
 
 def print_report(cfg: LoadConfig, result: dict) -> None:
