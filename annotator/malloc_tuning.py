@@ -4,13 +4,17 @@ Why: every request of `box2mask annotate` makes large short-lived buffers (the d
 model's per-image features, full-size masks while encoding RLE, the rendered overlay and its
 JPEG). glibc serves a block over its mmap threshold (128 KB at start) with its own mmap and gives
 it back on free, but the first time such a block is freed it raises the threshold to that block's
-size (up to 32 MB), so from then on these buffers come from the heap; their holes are then reused
-unevenly and the heap of each thread's arena only grows (bench/load.py: server RSS 631 -> 1133 MB
-in 2 minutes of 8 users). Pinning the threshold keeps big buffers out of the heap, and few arenas
-keep Gradio's worker threads from each holding their own grown heap. With the threshold pinned by
-`MALLOC_MMAP_THRESHOLD_` the same run stayed flat (+16 MB); setting it here helps users who start
-the command normally. An environment variable the user set (`MALLOC_MMAP_THRESHOLD_`,
-`MALLOC_ARENA_MAX`) wins over these defaults; `BOX2MASK_MALLOC_TUNING=0` turns them all off.
+size (up to 32 MB), so from then on these buffers are cut from the heap, whose holes are reused
+unevenly and rarely returned: RSS creeps up request after request. Pinning the threshold keeps
+big buffers out of the heap. Measured with bench/load.py --users 8 --seconds 120 (sessions
+already keeping box-sized masks): server RSS 642 -> 978 MB (+39 MB over the 2nd half) with
+glibc's defaults, 642 -> 753 MB (+14 MB) with this tuning; request latency unchanged within noise
+(the embedded model's set_image, 9 -> 15-19 ms in bench/annotator_latency.py, pays the page
+faults of fresh mappings). Few arenas keep Gradio's worker threads from each holding a grown
+heap of their own (a small extra: within noise at 4 users).
+Environment variables alone do not help users who start the command normally, hence mallopt
+here. One the user set (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_ARENA_MAX`) wins over these defaults;
+`BOX2MASK_MALLOC_TUNING=0` turns them all off.
 """
 
 import ctypes
