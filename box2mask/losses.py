@@ -101,6 +101,21 @@ def mask_target_losses(
     return bce, dice
 
 
+def _pool_mask_targets(targets: list[dict]) -> list[dict]:
+    """Targets with "masks" (n, H, W) in input pixels -> (n, H/4, W/4), the fraction of each
+    mask-grid pixel covered by the object; targets without masks are returned as they are."""
+    pooled = []
+    for t in targets:
+        if "masks" in t:
+            n, height, width = t["masks"].shape
+            masks = t["masks"].float().new_zeros(n, height // MASK_STRIDE, width // MASK_STRIDE)
+            if n:
+                masks = F.avg_pool2d(t["masks"].float()[:, None], MASK_STRIDE)[:, 0]
+            t = {**t, "masks": masks}
+        pooled.append(t)
+    return pooled
+
+
 def _global_count(count: int, device) -> float:
     """Number of instances over all processes (DDP), averaged per process, at least 1."""
     total = torch.tensor(float(count), device=device)
@@ -213,7 +228,7 @@ class Box2MaskCriterion(nn.Module):
         return losses
 
     def _mask_target_terms(self, logits, masks, mask_weights, device) -> dict:
-        """The weighted bce and dice of every instance against its mask pooled to the mask grid."""
+        """The weighted bce and dice of every instance against its mask on the mask grid."""
         all_logits = torch.cat([x.float() for x in logits])
         targets = torch.cat([m.float() for m in masks]).to(device)
         weight = torch.cat([w.float() for w in mask_weights]).to(device)
@@ -221,7 +236,6 @@ class Box2MaskCriterion(nn.Module):
         if len(targets) == 0:
             zero = all_logits.sum() * 0.0
             return {"mask_bce": zero, "mask_dice": zero}
-        targets = F.avg_pool2d(targets[:, None], MASK_STRIDE)[:, 0]  # fraction of object
         if targets.shape != all_logits.shape:
             raise ValueError(
                 f"mask targets pool to {tuple(targets.shape)}, the mask logits are "
@@ -284,6 +298,9 @@ class Box2MaskCriterion(nn.Module):
             `sample_prompts`); None = prompt j of image b is targets[b]["boxes"][j].
         """
         context = self.image_context(images, outputs["mask_features"])
+        # mask targets pooled to the mask grid once, not once per decoder layer
+        targets = _pool_mask_targets(targets)
+        prompt_targets = _pool_mask_targets(prompt_targets) if prompt_targets else None
         losses = self.prediction_losses(outputs, targets, context, levelset_on)
         aux = outputs.get("aux_outputs", []) if self.cfg.deep_supervision else []
         for i, pred in enumerate(aux):
