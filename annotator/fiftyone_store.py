@@ -37,7 +37,7 @@ from annotator.fiftyone_convert import (
     rle_to_crop,
     xyxy_to_bbox,
 )
-from annotator.store import Label, StaleWriteError, _check_label
+from box2mask.labels.store import Label, StaleWriteError, check_label
 from box2mask.rle import decode_rle
 
 __all__ = [
@@ -196,7 +196,7 @@ class FiftyOneStore:
         return detection_to_label(det, sample.filepath, width, height)
 
     def add(self, label: Label) -> Label:
-        _check_label(label)
+        check_label(label)
         with self._lock:
             sample = self._sample(label.image)
             width, height = self._size(sample)
@@ -208,7 +208,7 @@ class FiftyOneStore:
         return replace(label, image=sample.filepath, id=det.id, revision=1)
 
     def update(self, label: Label) -> Label:
-        _check_label(label)
+        check_label(label)
         if label.id is None:
             raise ValueError("update needs a label with an id (add it first)")
         with self._lock:

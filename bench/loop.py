@@ -107,7 +107,7 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
     from box2mask import build_predictor
     from box2mask.predictor import Box2MaskPredictor
     from train.registry import ModelRegistry
-    from train.retrain_cmd import retrain
+    from train.retrain import retrain
 
     images = args.data / "images"
     store = SQLiteStore(tmp / f"{name}.sqlite", images)

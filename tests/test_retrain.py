@@ -8,7 +8,7 @@ from annotator.store import Label, SQLiteStore
 from box2mask.rle import encode_rle
 from tests.test_train_loop import TINY
 from train.registry import ModelRegistry
-from train.retrain_cmd import retrain
+from train.retrain import retrain
 
 
 @pytest.fixture
@@ -95,3 +95,27 @@ def test_mask_supervision_trains_on_the_verified_masks_of_training_images(store,
     rows = [json.loads(x) for x in (tmp_path / "boxes/candidate/metrics.jsonl").open()]
     assert not any("loss_prompt_mask_bce" in r for r in rows)
     assert boxes_only["data"].mask_supervised == 0
+
+
+def test_a_store_without_boxes_is_an_error_not_an_exit(tmp_path):
+    from train.retrain import RetrainError
+
+    (tmp_path / "images").mkdir()
+    empty = SQLiteStore(tmp_path / "empty.sqlite", tmp_path / "images")
+    registry = ModelRegistry(tmp_path / "models")
+    with pytest.raises(RetrainError, match="no boxes"):
+        _round(empty, registry, tmp_path, "r0")
+    empty.close()
+    assert registry.list_versions() == []
+
+
+def test_the_retrain_command_opens_the_store_and_reports_bad_arguments(tmp_path, capsys):
+    from annotator.cli import main
+
+    assert main(["retrain", "--store", str(tmp_path / "missing.sqlite"), "--images", "x"]) == 2
+    assert "no such label store" in capsys.readouterr().err
+    (tmp_path / "images").mkdir()
+    SQLiteStore(tmp_path / "empty.sqlite", tmp_path / "images").close()
+    args = ["retrain", "--store", str(tmp_path / "empty.sqlite"), "--images", str(tmp_path)]
+    assert main([*args, "--work", str(tmp_path / "w"), "--device", "cpu"]) == 2
+    assert "no boxes" in capsys.readouterr().err

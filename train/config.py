@@ -32,6 +32,7 @@ __all__ = [
     "config_from_flat",
     "parse_set_args",
     "save_config",
+    "default_config_path",
 ]
 
 
@@ -203,6 +204,26 @@ def load_config(
     if overrides:
         cfg = apply_overrides(cfg, overrides, source="--set")
     return cfg
+
+
+def default_config_path(name: str) -> Path:
+    """A config shipped with box2mask (`configs/NAME` of the source tree).
+
+    An installed wheel carries the folder as the package `train.configs` (see pyproject.toml); a
+    source checkout or an editable install reads the repository's `configs/` folder.
+    """
+    try:
+        from importlib.resources import files
+
+        packaged = Path(str(files("train.configs") / name))
+    except ModuleNotFoundError:
+        packaged = None
+    if packaged is not None and packaged.is_file():
+        return packaged
+    source = Path(__file__).resolve().parents[1] / "configs" / name
+    if source.is_file():
+        return source
+    raise ConfigError(f"{name}: no such packaged config (looked in train.configs and {source})")
 
 
 def config_from_flat(flat: dict, source: str) -> TrainConfig:

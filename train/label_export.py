@@ -69,7 +69,7 @@ def export_training_data(
     so both read like any other dataset folder (`box2mask train --data`, bench/quality.py).
 
     Args:
-        store: a LabelStore (annotator.store); image keys are paths relative to `images_dir`
+        store: a LabelStore (box2mask.labels); image keys are paths relative to `images_dir`
             (absolute keys, as in the FiftyOne backend, are kept as they are).
         images_dir: folder the image keys are relative to.
         out_dir: where the two files are written (created).
