@@ -152,7 +152,7 @@ def measure_browser(images_dir: Path, names: list[str], n_boxes: int, seed: int 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "annotator.cli", "annotate", str(images_dir), "--port", str(port)]
+    cmd = [sys.executable, "-m", "box2mask", "annotate", str(images_dir), "--port", str(port)]
     app = subprocess.Popen(
         cmd,
         cwd=Path(__file__).resolve().parents[1],

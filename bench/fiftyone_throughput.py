@@ -6,7 +6,7 @@
 Input: a temporary FiftyOne dataset of the first `--limit` images of a COCO dataset, its
 ground-truth boxes (masks dropped) in `ground_truth`. Each configuration runs the real command in
 fresh processes, one thread per process (OMP_NUM_THREADS=1, as torchrun sets it):
-`box2mask fiftyone apply` (1 process) and `torchrun --nproc-per-node 2 -m annotator.cli fiftyone
+`box2mask fiftyone apply` (1 process) and `torchrun --nproc-per-node 2 -m box2mask fiftyone
 apply` (2 processes, gloo), each into a new field. The fixed cost of a run (Python, torch and
 FiftyOne imports, database connection, the pending-sample scan, process-group start, the final
 schema update) is the same command rerun on a finished field (nothing pending), subtracted for
@@ -77,10 +77,10 @@ def timed_run(procs: int, dataset_name: str, out_field: str, device: str) -> tup
     args = ["fiftyone", "apply", "--dataset", dataset_name, "--boxes", "ground_truth"]
     args += ["--out", out_field, "--device", device]
     if procs == 1:
-        cmd = [sys.executable, "-m", "annotator.cli", *args]
+        cmd = [sys.executable, "-m", "box2mask", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(procs)]
-        cmd += ["--master-port", str(29600 + os.getpid() % 300), "-m", "annotator.cli", *args]
+        cmd += ["--master-port", str(29600 + os.getpid() % 300), "-m", "box2mask", *args]
     start = time.perf_counter()
     result = subprocess.run(
         [sys.executable, "-c", _PEAK_RSS, *cmd], env=env, capture_output=True, text=True

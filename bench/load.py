@@ -101,7 +101,7 @@ def start_server(images_dir: Path, classes: list[str], workdir: Path, timeout_s:
         "GRADIO_TEMP_DIR": str(workdir / "gradio-tmp"),  # measured: what the renders leave behind
         "PYTHONPATH": str(REPO),
     }
-    cmd = [sys.executable, "-m", "annotator.cli", "annotate", str(images_dir)]
+    cmd = [sys.executable, "-m", "box2mask", "annotate", str(images_dir)]
     cmd += ["--port", str(port), "--classes", ",".join(classes)]
     log = open(workdir / "server.log", "w")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -39,7 +39,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from annotator.cli import main as cli_main  # noqa: E402
+from box2mask.cli import main as cli_main  # noqa: E402
 from box2mask.image_io import ImageLoadError, load_image  # noqa: E402
 from box2mask.rle import decode_rle  # noqa: E402
 
@@ -414,7 +414,7 @@ def sigkill_case(folder: Path, name: str) -> tuple[str, str, int]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
     def cmd(out):
-        return [sys.executable, "-m", "annotator.cli", "segment", "--images", str(folder),
+        return [sys.executable, "-m", "box2mask", "segment", "--images", str(folder),
                 "--boxes", str(folder / "boxes.json"), "--out", str(out), "--no-progress"]  # fmt: skip
 
     subprocess.run(cmd(folder / "ref.json"), env=env, check=True, capture_output=True)

@@ -7,7 +7,7 @@
 Input: the first `--limit` images of a COCO dataset (its ground-truth boxes, masks dropped).
 Each configuration runs the real command in fresh processes, one thread per process
 (OMP_NUM_THREADS=1, as torchrun sets it): `box2mask segment` (1 process) and
-`torchrun --nproc-per-node 2 -m annotator.cli segment` (2 processes, gloo on CPU). The fixed cost
+`torchrun --nproc-per-node 2 -m box2mask segment` (2 processes, gloo on CPU). The fixed cost
 of a run (Python + torch import, indexing, writing the output, process-group start) is measured in
 the same run with the same images and no boxes, and subtracted for the "net" rates:
 scaling efficiency = net time with 1 process / (2 x net time with 2 processes).
@@ -63,10 +63,10 @@ def timed_run(
     args = ["segment", "--images", str(images), "--boxes", str(boxes), "--out", str(out)]
     args += ["--no-progress", "--device", device, *extra]
     if procs == 1:
-        cmd = [sys.executable, "-m", "annotator.cli", *args]
+        cmd = [sys.executable, "-m", "box2mask", *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(procs)]
-        cmd += ["--master-port", str(29600 + os.getpid() % 300), "-m", "annotator.cli", *args]
+        cmd += ["--master-port", str(29600 + os.getpid() % 300), "-m", "box2mask", *args]
     start = time.perf_counter()
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start

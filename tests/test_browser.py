@@ -48,7 +48,7 @@ def app(tmp_path):
     for name in ("chelsea.png", "coffee.png"):
         shutil.copy(REPO / "demo" / name, images / name)
     port = _free_port()
-    cmd = [sys.executable, "-m", "annotator.cli", "annotate", str(images), "--port", str(port)]
+    cmd = [sys.executable, "-m", "box2mask", "annotate", str(images), "--port", str(port)]
     cmd += ["--classes", "cat,cup", "--max-upload-mb", "1"]
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from annotator.cli import main as cli_main
 from box2mask.checkpoint import save_checkpoint
+from box2mask.cli import main as cli_main
 from box2mask.default_segmenter import LevelSetSegmenter
 from box2mask.model import build_model
 from box2mask.predictor import Box2MaskPredictor

@@ -55,7 +55,7 @@ def train_args(shapes: Path, out: Path) -> list[str]:
 
 def resume(out: Path) -> int:
     """`box2mask train --out OUT --resume` in this process; its exit status."""
-    from annotator.cli import main
+    from box2mask.cli import main
 
     return main(["train", "--out", str(out), "--resume", "--threads", "1"])
 
@@ -84,7 +84,7 @@ def kill_after_first_checkpoint(shapes: Path, out: Path) -> int:
     """Run `box2mask train` in a subprocess and SIGKILL it as soon as last.pt first appears;
     the step of the last.pt it left."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "annotator.cli", *train_args(shapes, out)]
+    cmd = [sys.executable, "-m", "box2mask", *train_args(shapes, out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
@@ -178,7 +178,7 @@ def test_disk_full_during_training_then_resume_ends_like_an_uninterrupted_run(
     shapes, straight, tmp_path, capsys
 ):
     """The disk fills up at the step-4 checkpoint: step 2's last.pt survives and --resume works."""
-    from annotator.cli import main
+    from box2mask.cli import main
 
     out = tmp_path / "full"
     with disk_full_at_step(4) as saved:

@@ -243,7 +243,7 @@ def test_evaluate_writes_per_sample_iou_that_matches_fiftyone(env, applied):
 
 
 def test_cli_evaluate_reports_and_names_missing_masks(env, applied, capsys):
-    from annotator.cli import main
+    from box2mask.cli import main
 
     dataset, _, _ = applied
     argv = ["fiftyone", "evaluate", "--dataset", dataset.name, "--eval-key", "cli"]
@@ -291,7 +291,7 @@ def test_sqlite_fiftyone_coco_round_trips_are_lossless(env, tmp_path):
             ]
             assert back.image_status(key) == src.image_status(key)
         # FiftyOne -> COCO -> FiftyOne through the command line, with a class list
-        from annotator.cli import main
+        from box2mask.cli import main
 
         fo_store.classes = ["other", "block", "unused"]
         coco = tmp_path / "out" / "labels.json"
@@ -318,7 +318,7 @@ def test_sqlite_fiftyone_coco_round_trips_are_lossless(env, tmp_path):
 
 
 def test_cli_apply_is_resumable_and_never_writes_the_boxes_field(env, capsys):
-    from annotator.cli import main
+    from box2mask.cli import main
 
     fo, root, scenes = env
     dataset = _gt_dataset(fo, root, scenes)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from annotator.cli import main as cli_main
+from box2mask.cli import main as cli_main
 from box2mask.shards import snake_rank
 from tests.torchrun_helpers import launch_env, rank_pid, torchrun_cmd
 

@@ -104,7 +104,7 @@ def test_lock_refuses_a_second_retrain(tmp_path):
 
 
 def test_models_command_lists_and_rolls_back(tmp_path, capsys):
-    from annotator.cli import main
+    from box2mask.cli import main
 
     reg = ModelRegistry(tmp_path / "registry")
     a = reg.add_version(

@@ -110,7 +110,7 @@ def test_a_store_without_boxes_is_an_error_not_an_exit(tmp_path):
 
 
 def test_the_retrain_command_opens_the_store_and_reports_bad_arguments(tmp_path, capsys):
-    from annotator.cli import main
+    from box2mask.cli import main
 
     assert main(["retrain", "--store", str(tmp_path / "missing.sqlite"), "--images", "x"]) == 2
     assert "no such label store" in capsys.readouterr().err

@@ -36,7 +36,7 @@ def server(tmp_path_factory):
         [
             sys.executable,
             "-m",
-            "annotator.cli",
+            "box2mask",
             "annotate",
             str(images),
             "--port",

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from annotator.cli import main as cli_main
+from box2mask.cli import main as cli_main
 from box2mask.rle import decode_rle
 from tests.torchrun_helpers import launch_env, rank_pid, torchrun_cmd
 
@@ -177,7 +177,7 @@ def test_disk_full_while_writing_keeps_the_work_and_a_rerun_finishes(tmp_path, c
 
 def _segment_cmd(tmp_path, boxes, out):
     return [
-        sys.executable, "-m", "annotator.cli", "segment", "--images", str(tmp_path / "images"),
+        sys.executable, "-m", "box2mask", "segment", "--images", str(tmp_path / "images"),
         "--boxes", str(boxes), "--out", str(out), "--no-progress",
     ]  # fmt: skip
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from annotator.cli import main as cli_main
+from box2mask.cli import main as cli_main
 from box2mask.predictor import Box2MaskPredictor
 from box2mask.segment import segment_coco
 from tests.disc_scenes import disc_scene, write_coco

@@ -220,7 +220,7 @@ def test_a_box_still_being_drawn_is_ignored(env):
 
 
 def test_annotate_refuses_to_listen_on_the_network_without_a_login(capsys):
-    from annotator.cli import main
+    from box2mask.cli import main
 
     assert main(["annotate", "demo", "--host", "0.0.0.0"]) == 2
     assert "refusing to listen on 0.0.0.0 without a login" in capsys.readouterr().err

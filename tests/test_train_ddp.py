@@ -26,7 +26,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     train(tiny_config(data, single, **SETTINGS), progress=False)
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    command += ["-m", "annotator.cli", "train", "--data", str(data), "--out", str(ddp), "--set"]
+    command += ["-m", "box2mask", "train", "--data", str(data), "--out", str(ddp), "--set"]
     command += [f"{k}={v}" for k, v in SETTINGS.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

@@ -47,7 +47,7 @@ def test_mask_ap_perfect_wrong_and_ranked(shapes):
 
 
 def test_eval_command_on_a_trained_checkpoint(shapes, tmp_path, capsys):
-    from annotator.cli import main
+    from box2mask.cli import main
     from train.train_cmd import train
 
     out = tmp_path / "run"

@@ -132,7 +132,7 @@ def test_resume_continues_the_step_count_exactly(shapes, tmp_path):
     assert load_checkpoint(split / "last.pt")["extra"]["step"] == 3
     with open(split / "metrics.jsonl", "a") as handle:  # logged after the checkpoint, then killed
         handle.write(json.dumps({"step": 4, "loss": 123.0}) + "\n")
-    from annotator.cli import main
+    from box2mask.cli import main
 
     assert main(["train", "--out", str(split), "--resume"]) == 0
     rows = read_metrics(split)
@@ -146,7 +146,7 @@ def test_resume_continues_the_step_count_exactly(shapes, tmp_path):
 
 
 def test_non_finite_loss_names_the_batch(shapes, tmp_path, capsys):
-    from annotator.cli import main
+    from box2mask.cli import main
     from train.train_cmd import _batches_of_epoch
 
     out = tmp_path / "nan"
@@ -169,7 +169,7 @@ def test_non_finite_loss_names_the_batch(shapes, tmp_path, capsys):
 
 
 def test_set_parsing_is_used_by_the_command(shapes, tmp_path):
-    from annotator.cli import main
+    from box2mask.cli import main
 
     out = tmp_path / "bad"
     assert main(["train", "--data", str(shapes), "--out", str(out), "--set", "iterationz=3"]) == 2

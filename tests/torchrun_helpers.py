@@ -13,10 +13,10 @@ def launch_env() -> dict:
 
 
 def torchrun_cmd(nproc: int, port_base: int, *cli_args) -> list[str]:
-    """`torchrun --nproc-per-node nproc -m annotator.cli ARGS` on a port unique to this pytest."""
+    """`torchrun --nproc-per-node nproc -m box2mask ARGS` on a port unique to this pytest."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
     cmd += ["--master-port", str(port_base + os.getpid() % 200)]
-    return cmd + ["-m", "annotator.cli", *map(str, cli_args)]
+    return cmd + ["-m", "box2mask", *map(str, cli_args)]
 
 
 def rank_pid(launcher_pid: int, rank: int) -> int | None:
