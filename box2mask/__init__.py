@@ -13,10 +13,11 @@ __version__ = "0.1.0"
 
 
 def build_predictor(checkpoint=None, device: str = "cpu", **options):
-    """The embedded level-set default when `checkpoint` is None, else the trained model's predictor.
+    """The embedded level-set default when `checkpoint` is None, else the trained model's predictor:
+    `CropLearnerPredictor` for a crop-learner checkpoint, `Box2MaskPredictor` for Box2Mask-T.
 
-    `options` are keyword arguments of `Box2MaskPredictor` (e.g. amp="bf16", channels_last=True,
-    compile=True): a trained model's only; with no checkpoint they are a ValueError.
+    `options` are keyword arguments of that predictor (e.g. amp="bf16", channels_last=True,
+    compile=True for Box2Mask-T): a trained model's only; with no checkpoint they are a ValueError.
     """
     if checkpoint is None:
         if options:
@@ -27,6 +28,13 @@ def build_predictor(checkpoint=None, device: str = "cpu", **options):
         from box2mask.default_segmenter import LevelSetSegmenter
 
         return LevelSetSegmenter(device=device)
+    from box2mask.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    if ckpt["kind"] == "crop-learner":
+        from box2mask.crop_predictor import CropLearnerPredictor
+
+        return CropLearnerPredictor.from_checkpoint(ckpt, device=device, **options)
     from box2mask.predictor import Box2MaskPredictor
 
     return Box2MaskPredictor.from_checkpoint(checkpoint, device=device, **options)

@@ -4,7 +4,8 @@ A checkpoint is a dict saved with torch.save and read with `torch.load(weights_o
     format          "box2mask-checkpoint"
     format_version  FORMAT_VERSION
     model_version   str, the name the annotator records with every proposed mask
-    model_config    dataclasses.asdict(ModelConfig)
+    kind            "box2mask-t" (the full-image network) | "crop-learner" (box2mask/crop_learner.py)
+    model_config    dataclasses.asdict of the model's config (ModelConfig, CropLearnerConfig)
     model_state     the model's state_dict (unwrapped from DDP)
     class_names     list of K foreground class names
     config          the resolved full (training) config, a plain dict
@@ -39,19 +40,24 @@ def save_checkpoint(
     path,
     *,
     model: torch.nn.Module,
-    model_config: ModelConfig,
+    model_config,
     class_names: list[str],
     config: dict,
     model_version: str,
     extra: dict | None = None,
+    kind: str = "box2mask-t",
 ) -> None:
-    """Write a checkpoint atomically (temporary file in the same folder, then os.replace)."""
+    """Write a checkpoint atomically (temporary file in the same folder, then os.replace).
+
+    model_config: the model's config dataclass; kind: which model it is (see the module docstring).
+    """
     path = os.fspath(path)
     model = getattr(model, "module", model)  # DistributedDataParallel wrapper
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_version": str(model_version),
+        "kind": str(kind),
         "model_config": dataclasses.asdict(model_config),
         "model_state": model.state_dict(),
         "class_names": list(class_names),
@@ -95,6 +101,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     missing = {"model_config", "model_state", "class_names", "config", "model_version"} - set(ckpt)
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
+    ckpt.setdefault("kind", "box2mask-t")  # checkpoints written before kinds existed
     ckpt["path"] = path
     return ckpt
 
@@ -102,6 +109,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 def model_config_from_checkpoint(ckpt: dict) -> ModelConfig:
     """The ModelConfig stored in a checkpoint dict (backbone_weights None: the state holds them)."""
     name = ckpt.get("path", "checkpoint")
+    if ckpt.get("kind", "box2mask-t") != "box2mask-t":
+        raise CheckpointError(f"{name}: a {ckpt['kind']} checkpoint, not a Box2Mask-T model")
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = set(ckpt["model_config"]) - fields
     if unknown:

@@ -96,6 +96,21 @@ def _resolve_config(args):
     return cfg, None
 
 
+def _is_crop_run(args) -> bool:
+    """Whether this run trains the crop learner: its --config says `learner: crop`, or with
+    --resume the run's last.pt is a crop-learner checkpoint (train/crop_train.py)."""
+    from train.crop_config import is_crop_config
+
+    if args.resume:
+        last = Path(args.out or "runs/box2mask") / "last.pt"
+        if not last.is_file():
+            return False
+        from box2mask.checkpoint import load_checkpoint
+
+        return load_checkpoint(last)["kind"] == "crop-learner"
+    return is_crop_config(args.config)
+
+
 def run(args) -> int:
     from box2mask.checkpoint import CheckpointError
     from train.config import ConfigError
@@ -106,6 +121,14 @@ def run(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    try:
+        if _is_crop_run(args):
+            from train.crop_train import run as run_crop
+
+            return run_crop(args)
+    except (ConfigError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     cfg = None
     try:
         cfg, ckpt = _resolve_config(args)

@@ -1,0 +1,79 @@
+"""Training losses of the crop learner, on each box's S x S crop (box2mask/crop_learner.py).
+
+    loss_proj       box projection dice: the mask's row / column maxima against the box's
+    loss_lcm        local consistency: L1 between the affinity-propagated and the raw mask in the box
+    loss_cv_image   Chan-Vese region energy of the mask on the crop's normalised colours
+    loss_cv_feat    Chan-Vese region energy on the learner's own (unit-norm) features
+    loss_distill    BCE to a teacher's soft mask (the embedded default's), inside the box
+    loss_mask_bce   BCE to a verified (human) mask, for the crops that have one
+    loss_mask_dice  dice to that mask
+
+Every term is the mean over the crops it applies to; the training config's `loss` section is the
+one weight dict (total = sum(weight[k] * loss[k]), `total_loss`). The first four need boxes only.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from box2mask.lcm import lcm_affinity, lcm_loss
+from box2mask.levelset import box_masks_from_boxes, chan_vese_energy
+from box2mask.projection import dice_loss, projection_dice_loss
+
+__all__ = ["crop_losses", "total_loss"]
+
+LCM_STEPS, LCM_DILATION, LCM_TEMPERATURE = 5, 2, 0.3
+
+
+def crop_losses(
+    *,
+    logits: torch.Tensor,
+    features: torch.Tensor,
+    image: torch.Tensor,
+    grid_boxes: torch.Tensor,
+    teacher: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
+    has_mask: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """All loss terms for N crops.
+
+    Args:
+        logits: (N, S, S) mask logits (base + delta).
+        features: (N, C, S, S) the learner's last features.
+        image: (N, 3, S, S) the crop's colours, normalised per crop (the network's input).
+        grid_boxes: (N, 4) the boxes in grid pixels.
+        teacher: (N, S, S) soft teacher masks in [0, 1], or None (no distillation).
+        masks: (N, S, S) verified masks in [0, 1] where `has_mask` (N,) bool, or None.
+    Returns:
+        {name: scalar tensor}; the mask terms are 0 when no crop has a verified mask.
+    """
+    size = logits.shape[-1]
+    probs = torch.sigmoid(logits)
+    box = box_masks_from_boxes(grid_boxes, size, size)
+    area = box.sum(dim=(1, 2)).clamp_min(1.0)
+    affinity = lcm_affinity(image, LCM_DILATION, LCM_TEMPERATURE)
+    losses = {
+        "loss_proj": projection_dice_loss(probs, grid_boxes).mean(),
+        "loss_lcm": lcm_loss(probs, box, affinity, LCM_STEPS, LCM_DILATION).mean(),
+        "loss_cv_image": chan_vese_energy(probs * box, image, box).mean(),
+        "loss_cv_feat": chan_vese_energy(probs * box, F.normalize(features, dim=1), box).mean(),
+    }
+    zero = logits.sum() * 0.0
+    if teacher is not None:
+        bce = F.binary_cross_entropy_with_logits(logits, teacher, reduction="none")
+        losses["loss_distill"] = ((bce * box).sum(dim=(1, 2)) / area).mean()
+    else:
+        losses["loss_distill"] = zero
+    if masks is not None and has_mask is not None and bool(has_mask.any()):
+        sel = has_mask.bool()
+        bce = F.binary_cross_entropy_with_logits(logits[sel], masks[sel], reduction="none")
+        losses["loss_mask_bce"] = bce.mean()
+        losses["loss_mask_dice"] = dice_loss(probs[sel].flatten(1), masks[sel].flatten(1)).mean()
+    else:
+        losses["loss_mask_bce"] = zero
+        losses["loss_mask_dice"] = zero
+    return losses
+
+
+def total_loss(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """sum(weights[k] * losses[k]) over the terms with a weight."""
+    return sum(weights.get(k, 0.0) * v for k, v in losses.items())

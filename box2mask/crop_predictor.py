@@ -1,0 +1,233 @@
+"""CropLearnerPredictor: the box-prompt crop learner behind the predictor interface.
+
+    predictor = CropLearnerPredictor.from_checkpoint("runs/nuclei/last.pt")
+    predictor.set_image(image_hwc_uint8)           # the base's per-image features
+    masks, scores = predictor.predict(boxes_xyxy)  # (N, H, W) bool, (N,)
+
+Per call, for all N boxes at once: the base masks at image resolution (the embedded level-set
+default's, or the inscribed ellipses), each box's crop on the S x S grid (box2mask/crop_learner.py),
+the network's correction delta there, then at every image pixel inside a box
+
+    logit = base_logit * (+1 base object / -1 base background) + delta (bilinear from the grid),
+
+mask = logit > 0. With delta = 0 (an untrained learner) the masks are the base's, pixel for
+pixel. Clicks (`points`, `point_labels`) go to the base and pin a disc of `click_radius` grid
+pixels around each click in the final mask.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from box2mask.box_ops import validate_boxes
+from box2mask.crop_learner import (
+    KIND,
+    CropLearnerConfig,
+    CropUNet,
+    base_logits,
+    boxes_on_grid,
+    crop_inputs,
+    crop_windows,
+    sample_crops,
+)
+from box2mask.levelset import inscribed_ellipses
+
+__all__ = ["CropLearnerPredictor", "sample_masks", "window_pixels"]
+
+
+def sample_masks(masks: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Tensor:
+    """Soft S x S crops of per-box masks: mask i (H, W) bool read over window i -> (N, S, S).
+
+    Each grid pixel averages 2 x 2 nearest-pixel reads, so edges are fractional like a bilinear
+    sample; reads outside the image count as background.
+    """
+    n, height, width = masks.shape
+    fine = 2 * size
+    steps = (torch.arange(fine, device=masks.device, dtype=torch.float32) + 0.5) / fine
+    extent = windows[:, 2:] - windows[:, :2]
+    cols = torch.floor(windows[:, 0:1] + steps[None] * extent[:, 0:1]).long()  # (N, 2S)
+    rows = torch.floor(windows[:, 1:2] + steps[None] * extent[:, 1:2]).long()
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None]
+    index = torch.arange(n, device=masks.device)[:, None, None]
+    read = masks[index, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None]]
+    return F.avg_pool2d((read & inside).float()[:, None], 2)[:, 0]
+
+
+def window_pixels(boxes: torch.Tensor, height: int, width: int):
+    """The image pixels of each box: first column / row (N,) and a shared (h, w) window size.
+
+    Pixel column c belongs to box (x0, .., x1, ..) when its centre c + 0.5 is in [x0, x1).
+    Returns x_lo, y_lo, box_w, box_h (N,) long and (out_h, out_w).
+    """
+    x_lo = torch.ceil(boxes[:, 0] - 0.5).long()
+    y_lo = torch.ceil(boxes[:, 1] - 0.5).long()
+    box_w = (torch.ceil(boxes[:, 2] - 0.5).long().clamp(max=width) - x_lo).clamp_min(0)
+    box_h = (torch.ceil(boxes[:, 3] - 0.5).long().clamp(max=height) - y_lo).clamp_min(0)
+    return x_lo, y_lo, box_w, box_h, (int(box_h.max()), int(box_w.max()))
+
+
+class CropLearnerPredictor:
+    """set_image once, then predict(boxes); NumPy in and out (see the module docstring)."""
+
+    def __init__(
+        self,
+        model: CropUNet,
+        *,
+        device: str = "cpu",
+        model_version: str = "crop-learner",
+        class_names: list[str] | None = None,
+        click_radius: float = 2.0,
+    ):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.cfg: CropLearnerConfig = model.cfg
+        self.model_version = model_version  # recorded with every proposed mask
+        self.class_names = list(class_names or [])
+        self.click_radius = click_radius  # radius (grid pixels) of the disc pinned by a click
+        self._default = None
+        if self.cfg.base == "default":
+            from box2mask.default_segmenter import LevelSetSegmenter
+
+            self._default = LevelSetSegmenter(device=str(self.device))
+        self._image = None  # (1, 3, H, W) float in [0, 1]
+
+    @classmethod
+    def from_checkpoint(cls, ckpt, device: str = "cpu", **options) -> "CropLearnerPredictor":
+        """A predictor for a checkpoint dict of kind `crop-learner` (box2mask.checkpoint)."""
+        from box2mask.checkpoint import CheckpointError
+
+        name = ckpt.get("path", "checkpoint")
+        try:
+            cfg = CropLearnerConfig(**ckpt["model_config"])
+            model = CropUNet(cfg)
+            model.load_state_dict(ckpt["model_state"])
+        except (TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{name}: not a usable {KIND} checkpoint: {err}") from err
+        return cls(
+            model,
+            device=device,
+            model_version=ckpt["model_version"],
+            class_names=ckpt["class_names"],
+            **options,
+        )
+
+    def set_image(self, image: np.ndarray) -> None:
+        """Keep an (H, W, 3) uint8 RGB image (and let the base precompute its features)."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(
+                f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
+            )
+        if self._default is not None:
+            self._default.set_image(image)
+        rgb = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        self._image = rgb.permute(2, 0, 1)[None].float() / 255.0
+
+    def base_masks(self, boxes: torch.Tensor, **options) -> tuple[torch.Tensor, np.ndarray]:
+        """The base's masks (N, H, W) bool and scores (N,) for validated boxes (N, 4)."""
+        height, width = self._image.shape[-2:]
+        if self._default is not None:
+            masks, scores = self._default.predict(boxes.cpu().numpy(), **options)
+            return torch.from_numpy(masks).to(self.device), scores
+        init = options.get("init_masks")
+        if init is not None:
+            return torch.as_tensor(np.asarray(init), device=self.device).bool(), None
+        return inscribed_ellipses(boxes, height, width, 1.0, 0.0) > 0.5, None
+
+    @torch.inference_mode()
+    def predict(
+        self,
+        boxes_xyxy: np.ndarray,
+        *,
+        points: np.ndarray | None = None,
+        point_labels: np.ndarray | None = None,
+        **options,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks (N, H, W) bool (never outside their box) and scores (N,) in [0, 1].
+
+        options: the base's (the default's `steps`, `smoothing`, `init_masks`); ignored by the
+        ellipse base except `init_masks`, which replaces the ellipse.
+        """
+        if self._image is None:
+            raise RuntimeError("call set_image(image) before predict(boxes)")
+        cfg = self.cfg
+        height, width = self._image.shape[-2:]
+        boxes_np = validate_boxes(boxes_xyxy, width, height)
+        n = len(boxes_np)
+        if n == 0:
+            return np.zeros((0, height, width), dtype=bool), np.zeros(0, dtype=np.float32)
+        boxes = torch.as_tensor(boxes_np, dtype=torch.float32, device=self.device)
+        if self._default is not None and points is not None:
+            options.update(points=points, point_labels=point_labels)
+        base, base_scores = self.base_masks(boxes, **options)
+        windows = crop_windows(boxes, cfg)
+        grid_boxes = boxes_on_grid(boxes, windows, cfg.crop_size)
+        rgb = sample_crops(self._image, windows, cfg.crop_size)
+        base_crop = sample_masks(base, windows, cfg.crop_size)
+        delta, _ = self.model(crop_inputs(rgb, grid_boxes, base_crop))
+        masks, confidence = self._paste(delta, base, boxes, windows)
+        if points is not None and len(points):
+            self._pin_clicks(masks, boxes, windows, points, point_labels)
+        scores = confidence if base_scores is None else base_scores
+        return masks, np.asarray(scores, dtype=np.float32)
+
+    def _paste(self, delta, base, boxes, windows):
+        """Full-resolution masks (N, H, W) bool from delta (N, S, S) over the base masks, and
+        each mask's mean confidence |2 sigmoid(logit) - 1| inside its box (N,)."""
+        cfg = self.cfg
+        height, width = base.shape[-2:]
+        n, device = len(boxes), boxes.device
+        x_lo, y_lo, box_w, box_h, (out_h, out_w) = window_pixels(boxes, height, width)
+        cols = x_lo[:, None] + torch.arange(out_w, device=device)  # (N, out_w) image columns
+        rows = y_lo[:, None] + torch.arange(out_h, device=device)
+        gx = (cols + 0.5 - windows[:, 0:1]) / (windows[:, 2:3] - windows[:, 0:1]) * 2 - 1
+        gy = (rows + 0.5 - windows[:, 1:2]) / (windows[:, 3:4] - windows[:, 1:2]) * 2 - 1
+        grid = torch.stack(
+            [gx[:, None, :].expand(n, out_h, out_w), gy[:, :, None].expand(n, out_h, out_w)], -1
+        )
+        up = F.grid_sample(delta[:, None].float(), grid, mode="bilinear", align_corners=False)
+        index = torch.arange(n, device=device)[:, None, None]
+        read = base[index, rows.clamp(max=height - 1)[:, :, None], cols.clamp(max=width - 1)[:, None]]
+        in_box = (torch.arange(out_h, device=device)[None, :, None] < box_h[:, None, None]) & (
+            torch.arange(out_w, device=device)[None, None, :] < box_w[:, None, None]
+        )
+        logits = base_logits(read.float(), in_box.float(), cfg) + up[:, 0]
+        inside = (logits > 0) & in_box
+        conf = ((2 * torch.sigmoid(logits) - 1).abs() * in_box).sum((1, 2))
+        conf = conf / in_box.sum((1, 2)).clamp_min(1)
+        inside = inside.cpu().numpy()
+        masks = np.zeros((n, height, width), dtype=bool)
+        bounds = torch.stack([x_lo, y_lo, box_w, box_h], dim=1).cpu().tolist()
+        for i, (x0, y0, w, h) in enumerate(bounds):  # copying windows into place, no math
+            masks[i, y0 : y0 + h, x0 : x0 + w] = inside[i, :h, :w]
+        return masks, conf.cpu().numpy()
+
+    def _pin_clicks(self, masks, boxes, windows, points, point_labels):
+        """Set a disc of `click_radius` grid pixels (an ellipse in image pixels) around each
+        click to its label, inside every box whose box contains the click; in place."""
+        if point_labels is None:
+            raise ValueError("points given without point_labels")
+        points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+        labels = np.asarray(point_labels).astype(bool).reshape(-1)
+        if len(points) != len(labels):
+            raise ValueError(f"{len(points)} points but {len(labels)} point_labels")
+        height, width = masks.shape[1:]
+        b = boxes.cpu().numpy()
+        px_per_cell = ((windows[:, 2:] - windows[:, :2]) / self.cfg.crop_size).cpu().numpy()
+        for (x, y), label in zip(points, labels, strict=True):
+            hit = (x >= b[:, 0]) & (x < b[:, 2]) & (y >= b[:, 1]) & (y < b[:, 3])
+            for i in np.nonzero(hit)[0]:
+                rx, ry = np.maximum(self.click_radius * px_per_cell[i], 0.5)
+                x0, y0, x1, y1 = b[i]
+                # the box's pixels (centre inside the box) within the disc's bounding rectangle
+                c0 = max(int(np.ceil(max(x0, x - rx) - 0.5)), 0)
+                c1 = min(int(np.ceil(min(x1, x + rx + 1) - 0.5)), width)
+                r0 = max(int(np.ceil(max(y0, y - ry) - 0.5)), 0)
+                r1 = min(int(np.ceil(min(y1, y + ry + 1) - 0.5)), height)
+                dx = (np.arange(c0, c1) + 0.5 - x) / rx
+                dy = (np.arange(r0, r1) + 0.5 - y) / ry
+                disc = dy[:, None] ** 2 + dx[None, :] ** 2 <= 1.0
+                masks[i, r0:r1, c0:c1][disc] = label
+                xi, yi = int(np.floor(x)), int(np.floor(y))
+                if 0 <= xi < width and 0 <= yi < height:
+                    masks[i, yi, xi] = label

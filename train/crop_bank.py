@@ -1,0 +1,138 @@
+"""The crop bank: every training box of a COCO dataset as its S x S crop, computed once per run.
+
+The crop learner (box2mask/crop_learner.py) sees only each box's crop, so the whole training set
+fits in memory as a few tensors (a 64 x 64 crop is 12 KiB of colours): one pass over the images
+samples each box's crop, the embedded default's mask there (the distillation target and, for
+`base: default`, the base mask) and, where an annotation carries a `segmentation` and mask
+supervision is on, the verified mask. Training then never decodes an image again.
+
+The bank is saved as `crop_bank.pt` in the run directory (written atomically) and reused when the
+run resumes with the same dataset and crop geometry.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from box2mask.crop_learner import CropLearnerConfig, boxes_on_grid, crop_windows, sample_crops
+from box2mask.crop_predictor import sample_masks
+from box2mask.image_io import load_image
+from train.dataset import CocoBoxDataset, DatasetError, _decode_segmentation
+
+__all__ = ["CropBank", "build_crop_bank", "load_or_build_crop_bank"]
+
+
+@dataclass
+class CropBank:
+    rgb: torch.Tensor  # (N, 3, S, S) uint8 crop colours
+    grid_boxes: torch.Tensor  # (N, 4) float, the boxes in grid pixels
+    teacher: torch.Tensor  # (N, S, S) uint8, the embedded default's mask x 255 (soft edges)
+    masks: torch.Tensor  # (N, S, S) uint8, the verified mask x 255 where has_mask
+    has_mask: torch.Tensor  # (N,) bool
+    image_index: torch.Tensor  # (N,) long, which image of the split each crop comes from
+    class_names: list  # the dataset's class names
+    key: str  # fingerprint of the dataset and geometry the bank was built from
+
+    def __len__(self) -> int:
+        return len(self.grid_boxes)
+
+
+def _fingerprint(dataset, cfg: CropLearnerConfig, mask_supervision: bool) -> str:
+    geometry = {k: asdict(cfg)[k] for k in ("crop_size", "margin_frac", "margin_px")}
+    boxes = [
+        [info["file_name"], [np.round(b, 3).tolist() for b, _, _ in dataset.boxes_by_image[i]]]
+        for info in dataset.images
+        for i in [info["id"]]
+    ]
+    text = json.dumps([geometry, mask_supervision, boxes])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def build_crop_bank(
+    dataset: CocoBoxDataset,
+    cfg: CropLearnerConfig,
+    *,
+    mask_supervision: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> CropBank:
+    """Crops of every box of `dataset` (one pass over its images; the default runs once per image)."""
+    from box2mask.default_segmenter import LevelSetSegmenter
+
+    default = LevelSetSegmenter(device=device)
+    size = cfg.crop_size
+    parts = {k: [] for k in ("rgb", "grid_boxes", "teacher", "masks", "has_mask", "image_index")}
+    for index, info in enumerate(tqdm(dataset.images, desc="crop bank", disable=not progress)):
+        anns = dataset.boxes_by_image[info["id"]]
+        if not anns:
+            continue
+        path = dataset.image_dir / info["file_name"]
+        image = load_image(path)
+        height, width = image.shape[:2]
+        boxes_np = np.clip(np.stack([b for b, _, _ in anns]), 0, [width, height, width, height])
+        keep = (boxes_np[:, 2] - boxes_np[:, 0] >= 1) & (boxes_np[:, 3] - boxes_np[:, 1] >= 1)
+        if not keep.any():
+            continue
+        anns = [a for a, k in zip(anns, keep, strict=True) if k]
+        boxes = torch.as_tensor(boxes_np[keep], dtype=torch.float32, device=device)
+        default.set_image(image)
+        teacher, _ = default.predict(boxes.cpu().numpy())
+        windows = crop_windows(boxes, cfg)
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+        pixels = pixels.permute(2, 0, 1)[None].float() / 255.0
+        rgb = sample_crops(pixels, windows, size)
+        parts["rgb"].append((rgb * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+        parts["grid_boxes"].append(boxes_on_grid(boxes, windows, size).cpu())
+        soft = sample_masks(torch.from_numpy(teacher).to(device), windows, size)
+        parts["teacher"].append((soft * 255).round().to(torch.uint8).cpu())
+        verified = [mask_supervision and bool(seg) for _, _, seg in anns]
+        full = torch.zeros((len(anns), height, width), dtype=torch.bool)
+        for i, (_, _, seg) in enumerate(anns):
+            if verified[i]:
+                full[i] = torch.from_numpy(_decode_segmentation(seg, height, width, source=path))
+        soft = sample_masks(full.to(device), windows, size)
+        parts["masks"].append((soft * 255).round().to(torch.uint8).cpu())
+        parts["has_mask"].append(torch.tensor(verified, dtype=torch.bool))
+        parts["image_index"].append(torch.full((len(anns),), index, dtype=torch.long))
+    if not parts["rgb"]:
+        raise DatasetError(f"{dataset.annotation_path}: no usable boxes to train on")
+    return CropBank(
+        **{k: torch.cat(v) for k, v in parts.items()},
+        class_names=list(dataset.class_names),
+        key=_fingerprint(dataset, cfg, mask_supervision),
+    )
+
+
+def load_or_build_crop_bank(
+    dataset: CocoBoxDataset,
+    cfg: CropLearnerConfig,
+    path: str | os.PathLike,
+    *,
+    mask_supervision: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> CropBank:
+    """The bank at `path` if it was built from this dataset and geometry, else a new one
+    (saved there atomically)."""
+    path = Path(path)
+    key = _fingerprint(dataset, cfg, mask_supervision)
+    if path.is_file():
+        stored = torch.load(path, weights_only=True)
+        if stored.get("key") == key:
+            return CropBank(**stored)
+    bank = build_crop_bank(
+        dataset, cfg, mask_supervision=mask_supervision, device=device, progress=progress
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".crop_bank.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as handle:
+        torch.save(dict(vars(bank)), handle)
+    os.replace(tmp, path)
+    return bank

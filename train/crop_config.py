@@ -1,0 +1,97 @@
+"""The crop learner's training config: a YAML file with `learner: crop` (configs/crop_*.yaml).
+
+    box2mask train --config configs/crop_nuclei.yaml --data ../shared/data/nuclei --out runs/nuclei
+
+Keys are the fields below (nested sections as `model.crop_size`, `loss.distill`); `--set KEY=VALUE`
+overrides them. Unknown keys and wrong types are errors naming the file and the key.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from box2mask.crop_learner import CropLearnerConfig
+from train.config import ConfigError, apply_overrides
+
+__all__ = ["CropLossWeights", "CropTrainConfig", "is_crop_config", "load_crop_config"]
+
+
+@dataclass
+class CropLossWeights:
+    proj: float = 1.0  # box projection dice
+    lcm: float = 0.5  # local consistency (affinity-propagated mask vs the mask)
+    cv_image: float = 0.2  # Chan-Vese region energy on the crop's colours
+    cv_feat: float = 0.05  # Chan-Vese region energy on the learner's features
+    distill: float = 1.0  # BCE to the embedded default's mask (with `teacher: default`)
+    mask_bce: float = 1.0  # BCE to verified masks (with `mask_supervision`)
+    mask_dice: float = 1.0  # dice to verified masks
+
+    def as_dict(self) -> dict[str, float]:
+        """{"loss_<name>": weight}, the names of box2mask.crop_losses.crop_losses."""
+        return {f"loss_{k}": float(v) for k, v in vars(self).items()}
+
+
+@dataclass
+class CropTrainConfig:
+    learner: str = "crop"  # which trainer reads this config ("crop": the crop learner)
+    data_dir: str = ""  # COCO dataset folder: annotations.json + images/
+    train_split: str = "train"  # images whose `split` field is this ("" = all images)
+    val_split: str = "val"  # evaluated with GT boxes during and after training ("" = none)
+    out_dir: str = "runs/crop"  # run directory: config.yaml, metrics.jsonl, last.pt
+    model: CropLearnerConfig = field(default_factory=CropLearnerConfig)  # the network and crop
+    loss: CropLossWeights = field(default_factory=CropLossWeights)  # the one weight dict
+    teacher: str = "default"  # "default": distil the embedded default's masks; "" = no teacher
+    mask_supervision: bool = False  # annotations with a `segmentation` are verified mask targets
+    iterations: int = 6000  # optimizer steps in all
+    batch_size: int = 32  # crops per step
+    lr: float = 2e-3  # AdamW peak learning rate (linear warmup, cosine decay)
+    weight_decay: float = 1e-4  # AdamW weight decay
+    warmup_steps: int = 100  # linear warmup of the learning rate
+    augment: bool = True  # random flips and transposes of each crop
+    log_every: int = 50  # steps between metrics.jsonl lines
+    eval_every: int = 1000  # steps between val evaluations on crops (0 = only at the end)
+    checkpoint_every: int = 500  # steps between last.pt writes
+    final_eval_limit: int = 0  # val images of the served (full-resolution) evaluation, 0 = all
+    init_checkpoint: str = ""  # start from this crop-learner checkpoint's weights (fine-tuning)
+    seed: int = 0  # data order and augmentation
+    device: str = ""  # "cpu" | "cuda" | "" (cuda when available)
+
+
+def _read_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def is_crop_config(path) -> bool:
+    """Whether the YAML file at `path` configures the crop learner (`learner: crop`)."""
+    return path is not None and _read_yaml(path).get("learner") == "crop"
+
+
+def load_crop_config(path=None, overrides: dict | None = None) -> CropTrainConfig:
+    """Defaults <- the YAML file at `path` (if any) <- `overrides` (dotted keys)."""
+    cfg = CropTrainConfig()
+    if path is not None:
+        cfg = apply_overrides(cfg, _read_yaml(path), source=str(path))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, source="--set")
+    if cfg.learner != "crop":
+        raise ConfigError(f"{path}: learner {cfg.learner!r}; this trainer reads learner: crop")
+    if cfg.model.base not in ("default", "ellipse"):
+        raise ConfigError(f"{path}: model.base must be 'default' or 'ellipse', not {cfg.model.base!r}")
+    if cfg.teacher not in ("", "default"):
+        raise ConfigError(f"{path}: teacher must be 'default' or '', not {cfg.teacher!r}")
+    if cfg.model.crop_size % 2 ** (cfg.model.levels - 1):
+        raise ConfigError(
+            f"{path}: model.crop_size {cfg.model.crop_size} is not divisible by "
+            f"2 ** (levels - 1) = {2 ** (cfg.model.levels - 1)}"
+        )
+    return cfg

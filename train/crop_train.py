@@ -1,0 +1,318 @@
+"""Training the crop learner from boxes (box2mask/crop_learner.py), on CPU or one GPU.
+
+    box2mask train --config configs/crop_nuclei.yaml --data ../shared/data/nuclei \
+        --out runs/nuclei --max-minutes 20
+
+One pass over the training images builds the crop bank (train/crop_bank.py); then each step draws
+`batch_size` crops, flips / transposes them, and minimises the weighted box-supervised terms of
+box2mask/crop_losses.py. The run directory gets config.yaml, metrics.jsonl (every `log_every`
+steps: each loss term, crops/s; every `eval_every` steps: val mIoU on crops) and last.pt, a
+checkpoint of kind `crop-learner` that every command taking `--checkpoint` serves. At the end the
+served predictor is evaluated on the val split with GT boxes as prompts (the quality tables'
+numbers) and that row is logged with `"final": true`.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from box2mask.crop_learner import KIND, CropUNet, base_logits, crop_inputs
+from box2mask.crop_losses import crop_losses, total_loss
+from box2mask.levelset import box_masks_from_boxes, inscribed_ellipses
+from train.crop_bank import CropBank, load_or_build_crop_bank
+from train.crop_config import CropTrainConfig
+
+__all__ = ["augment_batch", "forward_crops", "train_crop", "evaluate_crops"]
+
+
+def augment_batch(batch: dict, generator: torch.Generator) -> dict:
+    """Random horizontal flip, vertical flip and transpose per crop (the box moves with it).
+
+    batch: "rgb" (N, 3, S, S), "teacher" / "masks" (N, S, S), "grid_boxes" (N, 4) XYXY grid px.
+    """
+    n, size = len(batch["grid_boxes"]), batch["rgb"].shape[-1]
+    out = dict(batch)
+    maps = ("rgb", "teacher", "masks")
+    for flip in ("h", "v", "t"):
+        pick = torch.rand(n, generator=generator) < 0.5
+        pick = pick.to(batch["grid_boxes"].device)
+        b = out["grid_boxes"]
+        if flip == "h":
+            moved = torch.stack([size - b[:, 2], b[:, 1], size - b[:, 0], b[:, 3]], 1)
+        elif flip == "v":
+            moved = torch.stack([b[:, 0], size - b[:, 3], b[:, 2], size - b[:, 1]], 1)
+        else:
+            moved = b[:, [1, 0, 3, 2]]
+        out["grid_boxes"] = torch.where(pick[:, None], moved, b)
+        for key in maps:
+            x = out[key]
+            if flip == "h":
+                y = x.flip(-1)
+            elif flip == "v":
+                y = x.flip(-2)
+            else:
+                y = x.transpose(-1, -2)
+            shape = (n,) + (1,) * (x.dim() - 1)
+            out[key] = torch.where(pick.view(shape), y, x)
+    return out
+
+
+def _batch(bank: CropBank, index: torch.Tensor, device) -> dict:
+    return {
+        "rgb": bank.rgb[index].to(device).float() / 255.0,
+        "grid_boxes": bank.grid_boxes[index].to(device),
+        "teacher": bank.teacher[index].to(device).float() / 255.0,
+        "masks": bank.masks[index].to(device).float() / 255.0,
+        "has_mask": bank.has_mask[index].to(device),
+    }
+
+
+def forward_crops(model: CropUNet, batch: dict):
+    """Logits (N, S, S) = base + delta, features, and the network input for a batch of crops."""
+    cfg = model.cfg
+    size = batch["rgb"].shape[-1]
+    if cfg.base == "default":
+        base = batch["teacher"]
+    else:
+        base = inscribed_ellipses(batch["grid_boxes"], size, size, inside=1.0, outside=0.0)
+    inputs = crop_inputs(batch["rgb"], batch["grid_boxes"], base)
+    delta, features = model(inputs)
+    box = box_masks_from_boxes(batch["grid_boxes"], size, size)
+    return base_logits(base, box, cfg) + delta, features, inputs
+
+
+@torch.no_grad()
+def evaluate_crops(model: CropUNet, bank: CropBank, device, batch_size: int = 256) -> dict:
+    """mIoU on the crop grid against the bank's masks (GT) and the base's mIoU, over crops."""
+    was_training = model.training
+    model.eval()
+    ious, base_ious = [], []
+    for start in range(0, len(bank), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(bank)))
+        batch = _batch(bank, index, device)
+        logits, _, inputs = forward_crops(model, batch)
+        gt = batch["masks"] > 0.5
+        for pred, store in ((logits > 0, ious), (inputs[:, 5] > 0, base_ious)):
+            inter = (pred & gt).sum((1, 2)).float()
+            union = (pred | gt).sum((1, 2)).float().clamp_min(1)
+            store.append(inter / union)
+    model.train(was_training)
+    return {
+        "val_crop_miou": float(torch.cat(ious).mean()),
+        "val_crop_miou_base": float(torch.cat(base_ious).mean()),
+    }
+
+
+def _lr_at(step: int, cfg: CropTrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.iterations - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def train_crop(
+    cfg: CropTrainConfig,
+    *,
+    resume_from: dict | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    time_limit_s: float | None = None,
+) -> dict:
+    """Train the crop learner with `cfg`; returns the last metrics record (see module docstring).
+
+    `resume_from`: a crop-learner checkpoint dict (`load_checkpoint(OUT/last.pt)`) to continue.
+    `time_limit_s`: save last.pt and stop after this long (the schedule still targets
+    cfg.iterations, so a resumed run continues it).
+    """
+    from tqdm import tqdm
+
+    from box2mask.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from train.config import flatten_config, save_config
+    from train.dataset import CocoBoxDataset
+
+    device = torch.device(device or cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    torch.manual_seed(cfg.seed)
+    train_set = CocoBoxDataset(cfg.data_dir, split=cfg.train_split)
+    bank = load_or_build_crop_bank(
+        train_set,
+        cfg.model,
+        out / "crop_bank.pt",
+        mask_supervision=cfg.mask_supervision,
+        progress=progress,
+    )
+    val_bank = None
+    if cfg.val_split:
+        val_set = CocoBoxDataset(cfg.data_dir, split=cfg.val_split)
+        val_bank = load_or_build_crop_bank(
+            val_set, cfg.model, out / "val_crop_bank.pt", mask_supervision=True, progress=progress
+        )
+    model = CropUNet(cfg.model).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    if resume_from is not None:
+        model.load_state_dict(resume_from["model_state"])
+        optimizer.load_state_dict(resume_from["extra"]["optimizer"])
+        step = int(resume_from["extra"]["step"])
+    elif cfg.init_checkpoint:
+        init = load_checkpoint(cfg.init_checkpoint)
+        if init["kind"] != KIND:
+            raise CheckpointError(f"{cfg.init_checkpoint}: a {init['kind']} checkpoint, not {KIND}")
+        model.load_state_dict(init["model_state"])
+    weights = cfg.loss.as_dict()
+    generator = torch.Generator().manual_seed(cfg.seed + step)
+    metrics_path = out / "metrics.jsonl"
+
+    def log(record: dict) -> None:
+        with open(metrics_path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def checkpoint() -> None:
+        save_checkpoint(
+            out / "last.pt",
+            model=model,
+            model_config=cfg.model,
+            class_names=bank.class_names,
+            config=flatten_config(cfg),
+            model_version=f"crop-{out.name}-{step}",
+            extra={"optimizer": optimizer.state_dict(), "step": step},
+            kind=KIND,
+        )
+
+    model.train()
+    start, last = time.perf_counter(), {}
+    seen, window_start = 0, time.perf_counter()
+    bar = tqdm(total=cfg.iterations, initial=step, desc="train crops", disable=not progress)
+    while step < cfg.iterations:
+        index = torch.randint(len(bank), (cfg.batch_size,), generator=generator)
+        batch = _batch(bank, index, device)
+        if cfg.augment:
+            batch = augment_batch(batch, generator)
+        logits, features, inputs = forward_crops(model, batch)
+        losses = crop_losses(
+            logits=logits,
+            features=features,
+            image=inputs[:, :3],
+            grid_boxes=batch["grid_boxes"],
+            teacher=batch["teacher"] if cfg.teacher else None,
+            masks=batch["masks"],
+            has_mask=batch["has_mask"],
+        )
+        loss = total_loss(losses, weights)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss at step {step}: {losses}")
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        seen += cfg.batch_size
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.iterations:
+            now = time.perf_counter()
+            last = {
+                "step": step,
+                "loss": float(loss),
+                **{k: float(v) for k, v in losses.items()},
+                "lr": _lr_at(step - 1, cfg),
+                "crops_per_s": seen / max(now - window_start, 1e-9),
+            }
+            seen, window_start = 0, now
+            bar.set_postfix(loss=f"{last['loss']:.3f}", crops_s=f"{last['crops_per_s']:.0f}")
+            log(last)
+        if val_bank is not None and cfg.eval_every and step % cfg.eval_every == 0:
+            log({"step": step, **evaluate_crops(model, val_bank, device)})
+        if step % cfg.checkpoint_every == 0:
+            checkpoint()
+        if time_limit_s is not None and time.perf_counter() - start > time_limit_s:
+            break
+    bar.close()
+    checkpoint()
+    if val_bank is not None:
+        last = {"step": step, **evaluate_crops(model, val_bank, device)}
+        log(last)
+    return last
+
+
+def evaluate_served(cfg: CropTrainConfig, device: str = "cpu", progress: bool = True) -> dict:
+    """The served predictor of OUT/last.pt on the val split with GT boxes as prompts."""
+    from box2mask import build_predictor
+    from train.box_prompt_eval import evaluate_predictor
+
+    predictor = build_predictor(Path(cfg.out_dir) / "last.pt", device=device)
+    limit = cfg.final_eval_limit or None
+    return evaluate_predictor(
+        predictor, cfg.data_dir, split=cfg.val_split, limit=limit, progress=progress
+    )
+
+
+def _resolve(args):
+    """The run's CropTrainConfig and the checkpoint to resume from (or None): defaults < --config
+    (or the config saved in OUT/last.pt with --resume) < --set < --data/--split/--out/--device."""
+    from box2mask.checkpoint import load_checkpoint
+    from train.config import ConfigError, apply_overrides, parse_set_args
+    from train.crop_config import load_crop_config
+
+    if getattr(args, "backbone_weights", None):
+        raise ConfigError("--backbone-weights: the crop learner has no backbone to initialise")
+    cli = {}
+    for key, value in (
+        ("data_dir", args.data),
+        ("train_split", args.split),
+        ("out_dir", args.out),
+        ("device", args.device),
+    ):
+        if value is not None:
+            cli[key] = value
+    ckpt = None
+    if args.resume:
+        last = Path(args.out or CropTrainConfig.out_dir) / "last.pt"
+        if not last.is_file():
+            raise ConfigError(f"--resume: {last} does not exist (nothing to resume)")
+        ckpt = load_checkpoint(last)
+        cfg = apply_overrides(CropTrainConfig(), ckpt["config"], source=str(last))
+        cfg = apply_overrides(cfg, parse_set_args(args.set), source="--set")
+    else:
+        cfg = load_crop_config(args.config, parse_set_args(args.set))
+    cfg = apply_overrides(cfg, cli, source="command line")
+    if not cfg.data_dir:
+        raise ConfigError("--data DIR is required (a folder with annotations.json and images/)")
+    return cfg, ckpt
+
+
+def run(args) -> int:
+    """`box2mask train` for a config with `learner: crop` (see train/train_cmd.py)."""
+    import sys
+
+    from box2mask.checkpoint import CheckpointError
+    from train.config import ConfigError
+    from train.dataset import DatasetError
+
+    try:
+        cfg, ckpt = _resolve(args)
+        limit = args.max_minutes * 60 if args.max_minutes else None
+        device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        train_crop(cfg, resume_from=ckpt, device=device, time_limit_s=limit)
+        if cfg.val_split:
+            row = evaluate_served(cfg, device=device)
+            record = {"final": True, "split": cfg.val_split, **row}
+            with open(Path(cfg.out_dir) / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            print(
+                f"{cfg.val_split}: served mIoU {row['miou']:.4f}, boundary F "
+                f"{row['boundary_f']:.4f}, {row['ms_per_box']:.1f} ms per box (median)"
+            )
+        print(f"checkpoint: {Path(cfg.out_dir) / 'last.pt'}")
+    except (ConfigError, DatasetError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except FloatingPointError as err:
+        print(f"error: training stopped: {err}; last.pt holds the last good weights", file=sys.stderr)
+        return 1
+    return 0
