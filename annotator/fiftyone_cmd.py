@@ -1,11 +1,12 @@
 """`box2mask fiftyone ...`: segment, review, evaluate and move labels in FiftyOne datasets.
 
     box2mask fiftyone apply    --dataset NAME --boxes ground_truth --out box2mask [--checkpoint CKPT]
-    torchrun --nproc-per-node N -m annotator.cli fiftyone apply ...   (N processes share the work)
+    torchrun --nproc-per-node N -m box2mask fiftyone apply ...   (N processes share the work)
     box2mask fiftyone evaluate --dataset NAME --pred box2mask --gt ground_truth
     box2mask fiftyone app      --dataset NAME
     box2mask fiftyone import   --dataset NAME --field box2mask (--sqlite DB | --coco JSON) --images DIR
     box2mask fiftyone export   --dataset NAME --field box2mask (--sqlite DB | --coco JSON) --images DIR
+    box2mask fiftyone plugin   (the App plugin's folder, for FIFTYONE_PLUGINS_DIR)
 
 FiftyOne is imported only when a subcommand runs (importing it takes seconds).
 """
@@ -26,11 +27,12 @@ HELP = {
     "app": "open the FiftyOne App on a dataset to review (tag labels verified / needs_fix)",
     "import": "labels from a SQLite label store or a COCO file into a dataset field",
     "export": "labels of a dataset field to a SQLite label store or a COCO file",
+    "plugin": "print the FiftyOne App plugin's folder and files (for FIFTYONE_PLUGINS_DIR)",
 }
 
 
 APPLY_NOTES = """Samples whose --out field is already filled are skipped: a killed run, rerun, does only the
-rest. Under `torchrun --nproc-per-node N -m annotator.cli fiftyone apply ...` (or --nnodes M)
+rest. Under `torchrun --nproc-per-node N -m box2mask fiftyone apply ...` (or --nnodes M)
 the pending samples are dealt out to the N processes by box count; each writes its own samples
 and rank 0 creates the field first. The result equals one process's exactly. On several nodes,
 point FIFTYONE_DATABASE_URI at one MongoDB that all of them reach.
@@ -39,7 +41,7 @@ point FIFTYONE_DATABASE_URI at one MongoDB that all of them reach.
 EXAMPLES = """examples (the embedded default model; add --checkpoint CKPT for a trained one):
   box2mask fiftyone import   --dataset demo --field ground_truth --coco demo/boxes.json --images demo
   box2mask fiftyone apply    --dataset demo --boxes ground_truth --out box2mask
-  torchrun --nproc-per-node 2 -m annotator.cli fiftyone apply --dataset demo --boxes ground_truth --out box2mask
+  torchrun --nproc-per-node 2 -m box2mask fiftyone apply --dataset demo --boxes ground_truth --out box2mask
   box2mask fiftyone app      --dataset demo          # review: tag labels verified / needs_fix
   box2mask fiftyone evaluate --dataset NAME --pred box2mask --gt ground_truth   # needs GT masks
   box2mask fiftyone export   --dataset demo --field box2mask --coco runs/demo.json --images demo
@@ -52,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="fiftyone_command", metavar="ACTION", required=True)
     for name, text in HELP.items():
         p = sub.add_parser(name, help=text, description=text)
+        if name == "plugin":
+            continue
         p.add_argument("--dataset", required=True, help="FiftyOne dataset name")
         if name == "apply":
             p.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -117,10 +121,25 @@ def run(args: argparse.Namespace) -> int:
             return _evaluate(args)
         if args.fiftyone_command == "app":
             return _app(args)
+        if args.fiftyone_command == "plugin":
+            return _plugin()
         return _transfer(args)
     except (KeyError, ValueError, FileNotFoundError) as err:
         print(f"box2mask fiftyone {args.fiftyone_command}: {err}", file=sys.stderr)
         return 2
+
+
+def _plugin() -> int:
+    """The plugin ships inside the package (annotator/fiftyone_plugin), also in a wheel."""
+    from importlib.resources import files
+
+    folder = files("annotator.fiftyone_plugin")
+    print(folder)
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if entry.is_file() and not entry.name.endswith(".pyc"):
+            print(f"  {entry.name}")
+    print(f"use it: export FIFTYONE_PLUGINS_DIR={folder}")
+    return 0
 
 
 def _load(name: str):

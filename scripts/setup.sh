@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time setup on a fresh machine with Python 3.11: a virtual environment in .venv with box2mask,
-# its dependencies (torch 2.14.1 / torchvision 0.29.1, gradio, fiftyone) and the test tools.
+# its dependencies (torch 2.14.1 / torchvision 0.29.1), the extras [annotator] (gradio) and
+# [fiftyone] (both in [dev]) and the test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}

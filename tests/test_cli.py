@@ -70,3 +70,9 @@ def test_a_missing_optional_dependency_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", lambda command: (_ for _ in ()).throw(KeyError("x")))
     with pytest.raises(KeyError):
         main(["segment"])
+
+
+def test_fiftyone_plugin_lists_the_shipped_plugin(capsys):
+    assert main(["fiftyone", "plugin"]) == 0
+    out = capsys.readouterr().out
+    assert "fiftyone.yml" in out and "FIFTYONE_PLUGINS_DIR=" in out

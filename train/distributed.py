@@ -1,6 +1,6 @@
 """torchrun / DDP helpers: one process per device, gloo on CPU, nccl on CUDA.
 
-Launch several processes with `torchrun --nproc_per_node=N -m annotator.cli train ...` (or several
+Launch several processes with `torchrun --nproc_per_node=N -m box2mask train ...` (or several
 nodes with `--nnodes`, `--node_rank`, `--master_addr`); a plain `box2mask train` is world size 1.
 Only rank 0 writes files (`is_main`).
 """

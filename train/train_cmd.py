@@ -2,7 +2,7 @@
 
     box2mask train --config configs/tiny_cpu.yaml --data ../shared/data/balloon --out runs/tiny
     box2mask train --out runs/tiny --resume                       # continue from runs/tiny/last.pt
-    torchrun --nproc_per_node=4 -m annotator.cli train --config configs/box2mask_r50_coco.yaml ...
+    torchrun --nproc_per_node=4 -m box2mask train --config configs/box2mask_r50_coco.yaml ...
 
 The run directory gets config.yaml (the resolved config), metrics.jsonl (one JSON line per
 `log_every` steps with every loss term by name, and one per evaluation) and last.pt (a
