@@ -11,12 +11,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
 
 from annotator.polygons import mask_to_polygons
 from annotator.store import Label, LabelStore
 from box2mask.box_ops import xywh_to_xyxy, xyxy_to_xywh
+from box2mask.labels.coco import labelled_image_size
 from box2mask.rle import decode_rle, encode_rle, rle_area
 
 __all__ = ["export_coco", "export_yolo", "import_coco", "mask_to_yolo_polygon"]
@@ -32,23 +32,6 @@ def _atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _image_size(images_dir, image: str, labels: list[Label]) -> tuple[int, int]:
-    """(height, width) of an image: from a stored mask if any, else the file's header (EXIF-aware)."""
-    for label in labels:
-        if label.mask_rle is not None:
-            h, w = label.mask_rle["size"]
-            return int(h), int(w)
-    path = Path(images_dir or ".") / image
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by 90 degrees on load
-                w, h = h, w
-    except OSError as err:
-        raise RuntimeError(f"{path}: cannot read the image size for the export ({err})") from None
-    return h, w
 
 
 def _class_names(store: LabelStore, images: list[str], classes) -> list[str]:
@@ -83,7 +66,7 @@ def export_coco(
     }
     for image_id, image in enumerate(images, start=1):
         labels = [x for x in store.labels(image) if x.verified or not verified_only]
-        height, width = _image_size(images_dir, image, labels)
+        height, width = labelled_image_size(labels, Path(images_dir or ".") / image)
         coco["images"].append(
             {"id": image_id, "file_name": image, "width": width, "height": height}
         )

@@ -6,7 +6,10 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLoadError", "DEFAULT_MAX_PIXELS", "load_image", "to_rgb_uint8"]
+__all__ = ["ImageLoadError", "DEFAULT_MAX_PIXELS", "image_size", "load_image", "to_rgb_uint8"]
+
+_EXIF_ORIENTATION = 0x0112
+_QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that swap width and height on load
 
 DEFAULT_MAX_PIXELS = 100_000_000  # 10k x 10k; larger files are refused as decompression bombs
 
@@ -76,6 +79,20 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise ImageLoadError(f"{path}: cannot decode image ({err})") from None
     except (ValueError, SyntaxError) as err:
         raise ImageLoadError(f"{path}: corrupt image ({err})") from None
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of the image as `load_image` returns it (EXIF rotation applied), read from
+    the file's header without decoding the pixels. Raises ImageLoadError naming the file."""
+    path = os.fspath(path)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            if img.getexif().get(_EXIF_ORIENTATION, 1) in _QUARTER_TURNS:
+                width, height = height, width
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        raise ImageLoadError(f"{path}: cannot read the image size ({err})") from None
+    return int(height), int(width)
 
 
 def _pil_to_rgb(img: Image.Image) -> np.ndarray:

@@ -94,3 +94,22 @@ def test_export_boxes_for_all_and_verified_masks_held_out(tmp_path):
         != summary.snapshot_id
     )
     store.close()
+
+
+def test_an_exif_rotated_photo_without_a_mask_is_exported_at_its_loaded_size(tmp_path):
+    """A phone photo stored 300 x 200 with rotate-90 EXIF loads (and is labelled) as 200 x 300."""
+    from box2mask.image_io import load_image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    Image.fromarray(np.zeros((200, 300, 3), np.uint8)).save(images / "phone.jpg", exif=exif)
+    height, width = load_image(images / "phone.jpg").shape[:2]
+    assert (width, height) == (200, 300)
+    store = SQLiteStore(tmp_path / "labels.sqlite", images)
+    store.add(Label("phone.jpg", [10, 20, 150, 280], "cup", None, "human", None, False))
+    data = export_training_data(store, images_dir=images, out_dir=tmp_path / "out")
+    store.close()
+    (entry,) = json.loads((data.train_dir / "annotations.json").read_text())["images"]
+    assert (entry["width"], entry["height"]) == (width, height)

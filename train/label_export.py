@@ -14,8 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
-
+from box2mask.labels.coco import labelled_image_size
 from box2mask.rle import rle_area
 
 __all__ = ["ExportSummary", "is_eval_image", "export_training_data"]
@@ -39,15 +38,6 @@ def is_eval_image(image_key: str, eval_fraction: float = 0.2) -> bool:
     """True when `image_key` falls in the held-out evaluation bucket (stable across runs)."""
     digest = hashlib.sha256(image_key.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2.0**64 < eval_fraction
-
-
-def _image_size(label_mask_rle: dict | None, path: Path) -> tuple[int, int]:
-    """(width, height) from a mask's RLE size or, without a mask, from the image header."""
-    if label_mask_rle is not None:
-        height, width = label_mask_rle["size"]
-        return int(width), int(height)
-    with Image.open(path) as img:
-        return img.size
 
 
 def _xyxy_to_bbox(box) -> list[float]:
@@ -96,7 +86,7 @@ def export_training_data(
         verified = [
             lb for lb in labels if lb.verified and lb.source in HUMAN_SOURCES and lb.mask_rle
         ]
-        width, height = _image_size(labels[0].mask_rle, Path(images_dir) / key)
+        height, width = labelled_image_size(labels, Path(images_dir) / key)
         entry = {"id": image_id, "file_name": key, "width": width, "height": height}
         train_anns = coco["train"]["annotations"]
         coco["train"]["images"].append({**entry, "split": "train"})
