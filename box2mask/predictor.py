@@ -39,6 +39,16 @@ def _item(batch: torch.Tensor, j: int, n: int) -> torch.Tensor:
     return batch if n == 1 else batch[j : j + 1].clone()
 
 
+def serving_options(config: dict) -> dict:
+    """The predictor options a training run's (flat) config chooses for serving its model: the
+    network's input size and `serve_region_refine`. `from_checkpoint` and the evaluation during
+    training both use them, so a run's val numbers are the served model's."""
+    return {
+        "image_size": int(config.get("image_size", 512)),
+        "region_refine": bool(config.get("serve_region_refine", False)),
+    }
+
+
 class Box2MaskPredictor:
     """set_image once, then predict(boxes) from the cached features; NumPy in and out."""
 
@@ -109,10 +119,7 @@ class Box2MaskPredictor:
         """A predictor for a checkpoint written by `box2mask.checkpoint.save_checkpoint`."""
         ckpt = load_checkpoint(path, map_location="cpu")
         model = build_model_from_checkpoint(ckpt)
-        config = ckpt.get("config") or {}
-        options.setdefault("image_size", int(config.get("image_size", 512)))
-        # the run's serving choice (train/config.py `serve_region_refine`); options override it
-        options.setdefault("region_refine", bool(config.get("serve_region_refine", False)))
+        options = {**serving_options(ckpt.get("config") or {}), **options}
         return cls(
             model,
             device=device,

@@ -72,3 +72,32 @@ def test_eval_command_on_a_trained_checkpoint(shapes, tmp_path, capsys):
 
     assert main(["eval", "--checkpoint", str(tmp_path / "missing.pt"), "--data", str(shapes)]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+def test_evaluation_during_training_is_the_served_models(shapes, tmp_path, monkeypatch):
+    """The val row of a run scores what from_checkpoint serves (serve_region_refine included),
+    read from the config's annotations file and image folder, whatever their names."""
+    import shutil
+
+    from box2mask.predictor import Box2MaskPredictor
+    from tests.tiny_model import tiny_model
+    from train.evaluate import evaluate_model_box_prompts
+
+    data = tmp_path / "renamed"
+    shutil.copytree(shapes / "images", data / "pictures")
+    shutil.copy(shapes / "annotations.json", data / "labels.json")
+    cfg = tiny_config(data, tmp_path / "out", serve_region_refine=True)
+    cfg.annotations, cfg.image_dir, cfg.val_split = "labels.json", "pictures", "val"
+    seen = []
+    original = Box2MaskPredictor.predict
+
+    def spy(self, boxes, **kw):
+        seen.append((self.region_refine, self.image_size))
+        return original(self, boxes, **kw)
+
+    monkeypatch.setattr(Box2MaskPredictor, "predict", spy)
+    row = evaluate_model_box_prompts(
+        tiny_model(num_classes=1), cfg, device="cpu", model_version="t"
+    )
+    assert row["count"] == 2  # the val split of the renamed files
+    assert seen and set(seen) == {(True, cfg.image_size)}

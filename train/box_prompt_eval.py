@@ -19,10 +19,17 @@ from box2mask.metrics import MaskQualityEvaluator
 __all__ = ["load_dataset", "spearman", "evaluate_predictors", "evaluate_predictor"]
 
 
-def load_dataset(dataset_dir, split: str = "all", limit: int | None = None):
-    """[(image path, [(GT mask (H, W) bool, tight box XYXY)])] for the images of a COCO dataset."""
+def load_dataset(
+    dataset_dir,
+    split: str = "all",
+    limit: int | None = None,
+    annotations: str = "annotations.json",
+    image_dir: str = "images",
+):
+    """[(image path, [(GT mask (H, W) bool, tight box XYXY)])] for the images of a COCO dataset:
+    `dataset_dir/annotations` (a COCO file) with the images in `dataset_dir/image_dir`."""
     dataset_dir = Path(dataset_dir)
-    ann_path = dataset_dir / "annotations.json"
+    ann_path = dataset_dir / annotations
     if not ann_path.is_file():
         raise FileNotFoundError(f"{ann_path}: no such file (expected a COCO annotations.json)")
     coco = json.loads(ann_path.read_text())
@@ -44,7 +51,7 @@ def load_dataset(dataset_dir, split: str = "all", limit: int | None = None):
                 continue
             box = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
             instances.append((gt, box))
-        items.append((dataset_dir / "images" / im["file_name"], instances))
+        items.append((dataset_dir / image_dir / im["file_name"], instances))
     return items
 
 
@@ -56,15 +63,24 @@ def spearman(a, b) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def evaluate_predictors(predictors: dict, dataset_dir, split="all", limit=None, progress=True):
+def evaluate_predictors(
+    predictors: dict,
+    dataset_dir,
+    split="all",
+    limit=None,
+    progress=True,
+    annotations: str = "annotations.json",
+    image_dir: str = "images",
+):
     """Run every predictor over the dataset once; returns {name: row dict}.
 
     Each row: miou, boundary_f, miou_small/medium/large, count(_*), ms_per_box (median),
     score_spearman (score vs IoU). Predictors follow the box2mask predictor interface.
+    `annotations` / `image_dir` name the COCO file and the image folder inside `dataset_dir`.
     """
     from tqdm import tqdm
 
-    items = load_dataset(dataset_dir, split=split, limit=limit)
+    items = load_dataset(dataset_dir, split, limit, annotations=annotations, image_dir=image_dir)
     evaluators = {name: MaskQualityEvaluator() for name in predictors}
     times = {name: [] for name in predictors}
     scores = {name: [] for name in predictors}
@@ -91,6 +107,17 @@ def evaluate_predictors(predictors: dict, dataset_dir, split="all", limit=None, 
     return rows
 
 
-def evaluate_predictor(predictor, dataset_dir, split="all", limit=None, progress=True) -> dict:
+def evaluate_predictor(
+    predictor,
+    dataset_dir,
+    split="all",
+    limit=None,
+    progress=True,
+    annotations: str = "annotations.json",
+    image_dir: str = "images",
+) -> dict:
     """One row (see `evaluate_predictors`) for one predictor."""
-    return evaluate_predictors({"model": predictor}, dataset_dir, split, limit, progress)["model"]
+    rows = evaluate_predictors(
+        {"model": predictor}, dataset_dir, split, limit, progress, annotations, image_dir
+    )
+    return rows["model"]

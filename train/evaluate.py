@@ -20,24 +20,41 @@ __all__ = ["CocoMaskAPEvaluator", "evaluate_box_prompts", "evaluate_mask_ap"]
 
 
 def evaluate_box_prompts(
-    predictor, data_dir, split: str = "val", limit=None, progress=True
+    predictor,
+    data_dir,
+    split: str = "val",
+    limit=None,
+    progress=True,
+    annotations: str = "annotations.json",
+    image_dir: str = "images",
 ) -> dict:
     """Box-prompt quality of `predictor` with the GT boxes as prompts (a quality-table row):
-    miou, boundary_f, miou_small/medium/large, count(_*), ms_per_box, score_spearman."""
+    miou, boundary_f, miou_small/medium/large, count(_*), ms_per_box, score_spearman.
+    `annotations` / `image_dir`: the COCO file and the image folder inside `data_dir`."""
     return evaluate_predictor(
-        predictor, data_dir, split=split or "all", limit=limit, progress=progress
+        predictor,
+        data_dir,
+        split=split or "all",
+        limit=limit,
+        progress=progress,
+        annotations=annotations,
+        image_dir=image_dir,
     )
 
 
 def evaluate_model_box_prompts(model, cfg, *, device, model_version: str, progress=False) -> dict:
     """`evaluate_box_prompts` for an in-memory model (used during training); leaves it in eval
     mode (the caller switches back to train mode)."""
-    from box2mask.predictor import Box2MaskPredictor
+    from box2mask.predictor import Box2MaskPredictor, serving_options
+    from train.config import flatten_config
 
     model.eval()
-    # the same options as Box2MaskPredictor.from_checkpoint gives this run's last.pt
+    # the options Box2MaskPredictor.from_checkpoint gives this run's last.pt (region_refine too)
     predictor = Box2MaskPredictor(
-        model, device=device, model_version=model_version, image_size=cfg.image_size
+        model,
+        device=device,
+        model_version=model_version,
+        **serving_options(flatten_config(cfg)),
     )
     return evaluate_box_prompts(
         predictor,
@@ -45,6 +62,8 @@ def evaluate_model_box_prompts(model, cfg, *, device, model_version: str, progre
         split=cfg.val_split,
         limit=cfg.eval_max_images or None,
         progress=progress,
+        annotations=cfg.annotations,
+        image_dir=cfg.image_dir,
     )
 
 
