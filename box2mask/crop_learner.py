@@ -40,10 +40,10 @@ KIND = "crop-learner"  # the checkpoint `kind` of this model
 
 @dataclass
 class CropLearnerConfig:
-    crop_size: int = 64  # side S of the grid every box crop is resampled to
+    crop_size: int = 48  # side S of the grid every box crop is resampled to
     margin_frac: float = 0.15  # crop margin around the box, as a fraction of the box side
     margin_px: float = 3.0  # plus this many image pixels
-    width: int = 16  # channels of the first U-Net level (doubled per level)
+    width: int = 8  # channels of the first U-Net level (doubled per level)
     levels: int = 3  # U-Net levels (S must be divisible by 2 ** (levels - 1))
     base: str = "default"  # base mask the learner corrects: "default" (level set) | "ellipse"
     base_logit: float = 2.0  # logit of the base mask inside the box (+ object, - background)

@@ -19,9 +19,15 @@ from box2mask.lcm import lcm_affinity, lcm_loss
 from box2mask.levelset import box_masks_from_boxes, chan_vese_energy
 from box2mask.projection import dice_loss, projection_dice_loss
 
-__all__ = ["crop_losses", "total_loss"]
+__all__ = ["crop_affinity", "crop_losses", "total_loss"]
 
 LCM_STEPS, LCM_DILATION, LCM_TEMPERATURE = 5, 2, 0.3
+
+
+def crop_affinity(image: torch.Tensor) -> torch.Tensor:
+    """The LCM neighbour affinities (N, 8, S, S) of normalised crops (N, 3, S, S); they depend
+    on the image only, so a crop bank computes them once."""
+    return lcm_affinity(image, LCM_DILATION, LCM_TEMPERATURE)
 
 
 def crop_losses(
@@ -33,6 +39,7 @@ def crop_losses(
     teacher: torch.Tensor | None = None,
     masks: torch.Tensor | None = None,
     has_mask: torch.Tensor | None = None,
+    affinity: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss terms for N crops.
 
@@ -43,6 +50,7 @@ def crop_losses(
         grid_boxes: (N, 4) the boxes in grid pixels.
         teacher: (N, S, S) soft teacher masks in [0, 1], or None (no distillation).
         masks: (N, S, S) verified masks in [0, 1] where `has_mask` (N,) bool, or None.
+        affinity: (N, 8, S, S) `crop_affinity(image)` if already computed, else None.
     Returns:
         {name: scalar tensor}; the mask terms are 0 when no crop has a verified mask.
     """
@@ -50,7 +58,8 @@ def crop_losses(
     probs = torch.sigmoid(logits)
     box = box_masks_from_boxes(grid_boxes, size, size)
     area = box.sum(dim=(1, 2)).clamp_min(1.0)
-    affinity = lcm_affinity(image, LCM_DILATION, LCM_TEMPERATURE)
+    if affinity is None:
+        affinity = crop_affinity(image)
     losses = {
         "loss_proj": projection_dice_loss(probs, grid_boxes).mean(),
         "loss_lcm": lcm_loss(probs, box, affinity, LCM_STEPS, LCM_DILATION).mean(),

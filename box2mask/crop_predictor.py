@@ -187,7 +187,9 @@ class CropLearnerPredictor:
         )
         up = F.grid_sample(delta[:, None].float(), grid, mode="bilinear", align_corners=False)
         index = torch.arange(n, device=device)[:, None, None]
-        read = base[index, rows.clamp(max=height - 1)[:, :, None], cols.clamp(max=width - 1)[:, None]]
+        read = base[
+            index, rows.clamp(max=height - 1)[:, :, None], cols.clamp(max=width - 1)[:, None]
+        ]
         in_box = (torch.arange(out_h, device=device)[None, :, None] < box_h[:, None, None]) & (
             torch.arange(out_w, device=device)[None, None, :] < box_w[:, None, None]
         )

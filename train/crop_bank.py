@@ -2,7 +2,7 @@
 
 The crop learner (box2mask/crop_learner.py) sees only each box's crop, so the whole training set
 fits in memory as a few tensors (a 64 x 64 crop is 12 KiB of colours): one pass over the images
-samples each box's crop, the embedded default's mask there (the distillation target and, for
+samples each box's crop, its LCM affinities, the embedded default's mask there (the distillation target and, for
 `base: default`, the base mask) and, where an annotation carries a `segmentation` and mask
 supervision is on, the verified mask. Training then never decodes an image again.
 
@@ -21,7 +21,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from box2mask.crop_learner import CropLearnerConfig, boxes_on_grid, crop_windows, sample_crops
+from box2mask.crop_learner import (
+    CropLearnerConfig,
+    boxes_on_grid,
+    crop_inputs,
+    crop_windows,
+    sample_crops,
+)
+from box2mask.crop_losses import crop_affinity
 from box2mask.crop_predictor import sample_masks
 from box2mask.image_io import load_image
 from train.dataset import CocoBoxDataset, DatasetError, _decode_segmentation
@@ -36,6 +43,7 @@ class CropBank:
     teacher: torch.Tensor  # (N, S, S) uint8, the embedded default's mask x 255 (soft edges)
     masks: torch.Tensor  # (N, S, S) uint8, the verified mask x 255 where has_mask
     has_mask: torch.Tensor  # (N,) bool
+    affinity: torch.Tensor  # (N, 8, S, S) float16 LCM affinities of the crop (crop_affinity)
     image_index: torch.Tensor  # (N,) long, which image of the split each crop comes from
     class_names: list  # the dataset's class names
     key: str  # fingerprint of the dataset and geometry the bank was built from
@@ -68,7 +76,8 @@ def build_crop_bank(
 
     default = LevelSetSegmenter(device=device)
     size = cfg.crop_size
-    parts = {k: [] for k in ("rgb", "grid_boxes", "teacher", "masks", "has_mask", "image_index")}
+    names = ("rgb", "grid_boxes", "teacher", "masks", "has_mask", "affinity", "image_index")
+    parts = {k: [] for k in names}
     for index, info in enumerate(tqdm(dataset.images, desc="crop bank", disable=not progress)):
         anns = dataset.boxes_by_image[info["id"]]
         if not anns:
@@ -89,7 +98,10 @@ def build_crop_bank(
         pixels = pixels.permute(2, 0, 1)[None].float() / 255.0
         rgb = sample_crops(pixels, windows, size)
         parts["rgb"].append((rgb * 255).round().clamp(0, 255).to(torch.uint8).cpu())
-        parts["grid_boxes"].append(boxes_on_grid(boxes, windows, size).cpu())
+        grid_boxes = boxes_on_grid(boxes, windows, size)
+        parts["grid_boxes"].append(grid_boxes.cpu())
+        normalised = crop_inputs(rgb, grid_boxes, torch.zeros_like(rgb[:, 0]))[:, :3]
+        parts["affinity"].append(crop_affinity(normalised).half().cpu())
         soft = sample_masks(torch.from_numpy(teacher).to(device), windows, size)
         parts["teacher"].append((soft * 255).round().to(torch.uint8).cpu())
         verified = [mask_supervision and bool(seg) for _, _, seg in anns]

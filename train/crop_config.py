@@ -86,7 +86,9 @@ def load_crop_config(path=None, overrides: dict | None = None) -> CropTrainConfi
     if cfg.learner != "crop":
         raise ConfigError(f"{path}: learner {cfg.learner!r}; this trainer reads learner: crop")
     if cfg.model.base not in ("default", "ellipse"):
-        raise ConfigError(f"{path}: model.base must be 'default' or 'ellipse', not {cfg.model.base!r}")
+        raise ConfigError(
+            f"{path}: model.base must be 'default' or 'ellipse', not {cfg.model.base!r}"
+        )
     if cfg.teacher not in ("", "default"):
         raise ConfigError(f"{path}: teacher must be 'default' or '', not {cfg.teacher!r}")
     if cfg.model.crop_size % 2 ** (cfg.model.levels - 1):

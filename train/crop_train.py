@@ -28,14 +28,25 @@ from train.crop_config import CropTrainConfig
 __all__ = ["augment_batch", "forward_crops", "train_crop", "evaluate_crops"]
 
 
+# box2mask.lcm's neighbour offsets (dy, dx), row by row: (-d,-d) (-d,0) (-d,d) (0,-d) (0,d)
+# (d,-d) (d,0) (d,d). A flip maps offset k to offset PERM[k] (each is its own inverse).
+NEIGHBOUR_PERMUTATION = {
+    "h": [2, 1, 0, 4, 3, 7, 6, 5],  # dx -> -dx
+    "v": [5, 6, 7, 3, 4, 0, 1, 2],  # dy -> -dy
+    "t": [0, 3, 5, 1, 6, 2, 4, 7],  # (dy, dx) -> (dx, dy)
+}
+
+
 def augment_batch(batch: dict, generator: torch.Generator) -> dict:
     """Random horizontal flip, vertical flip and transpose per crop (the box moves with it).
 
-    batch: "rgb" (N, 3, S, S), "teacher" / "masks" (N, S, S), "grid_boxes" (N, 4) XYXY grid px.
+    batch: "rgb" (N, 3, S, S), "teacher" / "masks" (N, S, S), "grid_boxes" (N, 4) XYXY grid px,
+    "affinity" (N, 8, S, S) (neighbour k = box2mask.lcm offset k: flipped maps also swap which
+    neighbour each channel means, `NEIGHBOUR_PERMUTATION`).
     """
     n, size = len(batch["grid_boxes"]), batch["rgb"].shape[-1]
     out = dict(batch)
-    maps = ("rgb", "teacher", "masks")
+    maps = ("rgb", "teacher", "masks", "affinity")
     for flip in ("h", "v", "t"):
         pick = torch.rand(n, generator=generator) < 0.5
         pick = pick.to(batch["grid_boxes"].device)
@@ -55,6 +66,8 @@ def augment_batch(batch: dict, generator: torch.Generator) -> dict:
                 y = x.flip(-2)
             else:
                 y = x.transpose(-1, -2)
+            if key == "affinity":
+                y = y[:, NEIGHBOUR_PERMUTATION[flip]]
             shape = (n,) + (1,) * (x.dim() - 1)
             out[key] = torch.where(pick.view(shape), y, x)
     return out
@@ -67,6 +80,7 @@ def _batch(bank: CropBank, index: torch.Tensor, device) -> dict:
         "teacher": bank.teacher[index].to(device).float() / 255.0,
         "masks": bank.masks[index].to(device).float() / 255.0,
         "has_mask": bank.has_mask[index].to(device),
+        "affinity": bank.affinity[index].to(device).float(),
     }
 
 
@@ -202,6 +216,7 @@ def train_crop(
             teacher=batch["teacher"] if cfg.teacher else None,
             masks=batch["masks"],
             has_mask=batch["has_mask"],
+            affinity=batch["affinity"],
         )
         loss = total_loss(losses, weights)
         if not torch.isfinite(loss):
@@ -313,6 +328,8 @@ def run(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
-        print(f"error: training stopped: {err}; last.pt holds the last good weights", file=sys.stderr)
+        print(
+            f"error: training stopped: {err}; last.pt holds the last good weights", file=sys.stderr
+        )
         return 1
     return 0

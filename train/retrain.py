@@ -57,7 +57,8 @@ def retrain(
     store: an opened LabelStore (box2mask.labels); the caller opens and closes it.
     images_dir: folder the store's image keys are relative to.
     registry: a train.registry.ModelRegistry.
-    config_path: YAML training config; None = the packaged configs/tiny_cpu.yaml.
+    config_path: YAML training config; None = the packaged configs/tiny_cpu.yaml (Box2Mask-T);
+        a config with `learner: crop` trains the crop learner (train/crop_train.py).
     Raises RetrainError, train.config.ConfigError, train.registry.RegistryLocked.
     mask_supervision: verified masks of training images become mask targets (mixed supervision).
     """
@@ -66,6 +67,7 @@ def retrain(
     from box2mask import build_predictor
     from box2mask.checkpoint import load_checkpoint
     from train.config import default_config_path, load_config
+    from train.crop_config import is_crop_config
     from train.evaluate import evaluate_box_prompts
     from train.label_export import export_training_data
     from train.registry import should_promote
@@ -92,25 +94,29 @@ def retrain(
         )
         if data.train_boxes == 0:
             raise RetrainError("the label store has no boxes yet: nothing to train on")
-        cfg = load_config(
-            config_path or str(default_config_path("tiny_cpu.yaml")),
-            {
-                **overrides,
-                "data_dir": str(data.train_dir),
-                "train_split": "train",
-                "val_split": "",
-                "out_dir": str(work / "candidate"),
-                **({"mask_supervision": True} if mask_supervision else {}),
-                **({"init_checkpoint": str(init_path)} if init_path else {}),
-            },
-        )
+        settings = {
+            **overrides,
+            "data_dir": str(data.train_dir),
+            "train_split": "train",
+            "val_split": "",
+            "out_dir": str(work / "candidate"),
+            **({"mask_supervision": True} if mask_supervision else {}),
+        }
         resume = work / "candidate" / "last.pt"
-        train(
-            cfg,
-            resume_from=load_checkpoint(resume) if resume.is_file() else None,
-            device=device,
-            progress=progress,
-        )
+        resume_from = load_checkpoint(resume) if resume.is_file() else None
+        if config_path is not None and is_crop_config(config_path):  # the crop learner
+            from train.crop_config import load_crop_config
+            from train.crop_train import train_crop
+
+            if init_path and load_checkpoint(init_path)["kind"] == "crop-learner":
+                settings["init_checkpoint"] = str(init_path)  # fine-tune the served learner
+            cfg = load_crop_config(config_path, settings)
+            train_crop(cfg, resume_from=resume_from, device=device, progress=progress)
+        else:
+            if init_path:
+                settings["init_checkpoint"] = str(init_path)
+            cfg = load_config(config_path or str(default_config_path("tiny_cpu.yaml")), settings)
+            train(cfg, resume_from=resume_from, device=device, progress=progress)
         candidate_ckpt = work / "candidate" / "last.pt"
 
         candidate_metrics, current_metrics = {}, None
