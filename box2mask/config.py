@@ -1,4 +1,4 @@
-"""Dataclass configs of the Box2Mask-T model and its losses (DESIGN section 2).
+"""Dataclass configs of the Box2Mask-T model and its losses (Box2Mask, Li et al., arXiv 2212.01579).
 
 Defaults follow the reference Box2Mask-T (R50, 100 queries, 9 decoder layers). YAML files override
 single fields with flat dotted keys (`model.num_queries: 20`, see train/config.py).

@@ -4,7 +4,7 @@ For each pixel x and its 8 neighbours y at dilation d (replicated border):
     a(x, y) = mean_c -(|I_c(x) - I_c(y)| / (std_c(x) * T))^2,  std over x and its 8 neighbours
     A(x, y) = softmax_y a(x, y)
 and `steps` times  m(x) <- sum_y A(x, y) m(y).  The loss is the L1 distance between the refined
-and the raw mask inside the box (DESIGN section 2).
+and the raw mask inside the box (the LCM loss of Box2Mask, arXiv 2212.01579).
 """
 
 import torch

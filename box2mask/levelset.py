@@ -8,7 +8,7 @@ Frames and shapes used throughout:
     box_masks  (N, H, W)    1 inside box n, 0 outside (soft values allowed); every sum in the
                             energy is weighted by it, so pixels outside the box contribute nothing.
 
-The energy of DESIGN section 2:
+The energy (Box2Mask, Li et al., arXiv 2212.01579):
     c_in  = sum(F m b) / sum(m b)          c_out = sum(F (1 - m) b) / sum((1 - m) b)
     E     = sum_x b [ |F - c_in|^2 m + |F - c_out|^2 (1 - m) ] / |B|  +  gamma sum_x b |grad m| / |B|
 
@@ -134,7 +134,7 @@ def chan_vese_energy(
     gamma: float = 0.0,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """Chan-Vese energy E(m, F) of DESIGN section 2 for N boxes at once.
+    """Chan-Vese energy E(m, F) above for N boxes at once.
 
     Args:
         probs: (N, H, W) mask probabilities.

@@ -1,4 +1,4 @@
-"""Box2Mask training losses (DESIGN section 2), vectorized over all instances of a batch.
+"""Box2Mask training losses (Li et al., arXiv 2212.01579), vectorized over all instances of a batch.
 
 Per decoder prediction (the final one and, with deep supervision, each earlier one as `_i`):
     loss_cls            class cross-entropy over all queries, no-object weight 0.1

@@ -6,11 +6,11 @@
 
 Each box's mask logits are sampled on an S x S crop covering exactly the box (boxes under S px are
 upsampled), optionally refined there by K steps of level-set evolution on the full-resolution
-image and the deep features (DESIGN section 2), thresholded, and pasted back at the original image
+image and the deep features (the energy of box2mask/levelset.py), thresholded, and pasted back at the original image
 size, never outside the box. Where the model finds almost nothing in a box (less than `min_fill`
 of it), the filled box is returned with score 0: a box tool never does worse than the box.
 
-Throughput (DESIGN section 6; README "Scale"): `encode_states(images)` encodes several images,
+Throughput (README "Scale"): `encode_states(images)` encodes several images,
 those of the same network size in one forward pass (on CUDA; see `batch_encode`); all boxes of
 an image are decoded in one batch and refined in one batch on the predictor's device. Options
 `amp` ("bf16" / "fp16" autocast of the network on CUDA), `channels_last` and `compile`
@@ -104,8 +104,7 @@ class Box2MaskPredictor:
         self.min_fill = min_fill  # below this fraction of its box a mask falls back to the box
         self.click_radius = click_radius  # radius (crop pixels) of the disc pinned by a click
         # refine the model's masks with the embedded default's colour-histogram level set,
-        # started from the model's mask instead of the box's ellipse (DESIGN 2: refinement
-        # "starting from the model's mask"); off by default
+        # started from the model's mask instead of the box's ellipse; off by default
         self.region_refine = region_refine
         self._region = None
         if region_refine:

@@ -2,7 +2,7 @@
 
 With `teacher: levelset` every training box without a human mask gets the mask the embedded
 default (`box2mask.default_segmenter.LevelSetSegmenter`) proposes for it, used as a down-weighted
-mask target next to the box losses (DESIGN section 8: a teacher the network can outgrow). The
+mask target next to the box losses (a teacher the network can outgrow: its weight is below a human mask's). The
 masks are computed once per run at the images' original size and kept as COCO RLE in one JSON
 file in the run directory, so a resumed run reuses them.
 """

@@ -18,7 +18,7 @@ __all__ = ["Box2MaskModel", "build_model"]
 
 
 class Box2MaskModel(nn.Module):
-    """Box-supervised instance segmentation with box prompts (DESIGN section 2)."""
+    """Box-supervised instance segmentation with box prompts (Box2Mask, Li et al., arXiv 2212.01579)."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
