@@ -120,7 +120,7 @@ class CropLearnerPredictor:
             )
         if self._default is not None:
             self._default.set_image(image)
-        rgb = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        rgb = torch.from_numpy(np.array(image)).to(self.device)  # a writable copy
         self._image = rgb.permute(2, 0, 1)[None].float() / 255.0
 
     def base_masks(self, boxes: torch.Tensor, **options) -> tuple[torch.Tensor, np.ndarray]:

@@ -43,7 +43,11 @@ def test_an_untrained_checkpoint_serves_the_default_to_the_pixel(tmp_path):
         image, boxes, _ = disc_scene(90, 120, seed=seed)
         predictor.set_image(image)
         default.set_image(image)
-        for options in ({}, {"smoothing": 4.0}, {"points": [boxes[0, :2] + 8], "point_labels": [1]}):
+        for options in (
+            {},
+            {"smoothing": 4.0},
+            {"points": [boxes[0, :2] + 8], "point_labels": [1]},
+        ):
             masks, scores = predictor.predict(boxes, **options)
             expected, expected_scores = default.predict(boxes, **options)
             assert np.array_equal(masks, expected)

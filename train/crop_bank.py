@@ -94,7 +94,7 @@ def build_crop_bank(
         default.set_image(image)
         teacher, _ = default.predict(boxes.cpu().numpy())
         windows = crop_windows(boxes, cfg)
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+        pixels = torch.from_numpy(np.array(image)).to(device)  # a writable copy
         pixels = pixels.permute(2, 0, 1)[None].float() / 255.0
         rgb = sample_crops(pixels, windows, size)
         parts["rgb"].append((rgb * 255).round().clamp(0, 255).to(torch.uint8).cpu())
