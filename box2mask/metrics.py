@@ -26,6 +26,7 @@ __all__ = [
 
 SMALL_MAX_AREA = 32**2  # COCO: area < 32^2 is "small"
 MEDIUM_MAX_AREA = 96**2  # COCO: 32^2 <= area < 96^2 is "medium", the rest "large"
+ACCEPT_IOU = 0.85  # a mask with at least this IoU is counted as accepted as is (accept@0.85)
 
 
 def _as_bool(mask) -> np.ndarray:
@@ -121,8 +122,9 @@ def size_bucket(area: float) -> str:
 class MaskQualityEvaluator:
     """Accumulate per-instance mask quality (detectron2-style reset / process / summarize).
 
-    `summarize()` returns a dict: "miou", "boundary_f", "miou_small/medium/large" (NaN for an
-    empty bucket), "count", "count_small/medium/large".
+    `summarize()` returns a dict: "miou", "boundary_f", "accept_85" (share of instances with IoU
+    >= 0.85), "miou_small/medium/large" and "boundary_f_small/medium/large" (NaN for an empty
+    bucket), "count", "count_small/medium/large".
     """
 
     tolerance_px: float = 2.0  # boundary F tolerance in pixels
@@ -149,10 +151,14 @@ class MaskQualityEvaluator:
         result = {
             "miou": float(ious.mean()) if ious.size else float("nan"),
             "boundary_f": float(np.mean(self.boundary_fs)) if ious.size else float("nan"),
+            "accept_85": float(np.mean(ious >= ACCEPT_IOU)) if ious.size else float("nan"),
             "count": int(ious.size),
         }
+        boundary_fs = np.asarray(self.boundary_fs, dtype=np.float64)
         for name in ("small", "medium", "large"):
             chosen = ious[buckets == name] if ious.size else ious
+            chosen_f = boundary_fs[buckets == name] if ious.size else boundary_fs
             result[f"miou_{name}"] = float(chosen.mean()) if chosen.size else float("nan")
+            result[f"boundary_f_{name}"] = float(chosen_f.mean()) if chosen.size else float("nan")
             result[f"count_{name}"] = int(chosen.size)
         return result
