@@ -28,6 +28,7 @@ from box2mask.mask_morphology import gaussian_blur
 __all__ = [
     "histograms",
     "smooth_in_box",
+    "box_norm",
     "quality_score",
     "likelihood_gain",
     "separation",
@@ -54,10 +55,20 @@ def histograms(bin_index, weights, num_bins, floor):
     return hist if weights.dim() == 4 else hist[:, 0]
 
 
-def smooth_in_box(x, box_masks, sigma):
-    """Gaussian smoothing of (N, S, S) maps using only values inside each box (normalised)."""
-    box = box_masks.float()
-    return gaussian_blur(x * box, sigma) / gaussian_blur(box, sigma).clamp_min(1e-6)
+def smooth_in_box(x, box_masks, sigma, norm=None):
+    """Gaussian smoothing of (N, S, S) maps using only values inside each box (normalised).
+
+    norm: optional precomputed `box_norm(box_masks, sigma)` (the same for every step).
+    """
+    if sigma <= 0:
+        return x
+    norm = box_norm(box_masks, sigma) if norm is None else norm
+    return gaussian_blur(x * box_masks.float(), sigma) / norm
+
+
+def box_norm(box_masks, sigma):
+    """(N, S, S) the Gaussian-smoothed box indicator, floored: `smooth_in_box`'s denominator."""
+    return gaussian_blur(box_masks.float(), sigma).clamp_min(1e-6)
 
 
 def _per_pixel(hist, bin_index):
@@ -108,9 +119,11 @@ def crowding(prior, bin_index, box_masks, ring, num_bins, floor):
 def trust_weight(gain, sep_evolved, sep_prior, crowd, cfg):
     """(N,) trust in the evolved mask in [0, 1] from the floor's evidence (all (N,)).
 
-    Each cue is a ramp from 0 (no evidence) to 1 (clear evidence) and the weight is their product:
-    the evolution is trusted only when it clearly gains, its object is clearly separable from the
-    ring, it separates better than the prior, and the ring is not crowded by look-alikes.
+    Each cue is a ramp from 0 (no evidence) to 1 (clear evidence). The evolution is trusted when
+    it gains over the prior, its object is separable from the ring and separates at least about
+    as well as the prior (the product of those three ramps), or when its object's colours are
+    clearly apart from the ring's whatever the gain; in both cases only as far as the ring is not
+    crowded by look-alikes.
     """
 
     def ramp(x, lo, hi):
@@ -119,7 +132,8 @@ def trust_weight(gain, sep_evolved, sep_prior, crowd, cfg):
     weight = ramp(gain, cfg.gain_lo, cfg.gain_hi)
     weight = weight * ramp(sep_evolved, cfg.separation_lo, cfg.separation_hi)
     weight = weight * ramp(sep_evolved - sep_prior, cfg.sep_gain_lo, cfg.sep_gain_hi)
-    return weight * (1.0 - ramp(crowd, cfg.crowd_lo, cfg.crowd_hi))
+    clear = ramp(sep_evolved, cfg.clear_separation_lo, cfg.clear_separation_hi)
+    return torch.maximum(weight, clear) * (1.0 - ramp(crowd, cfg.crowd_lo, cfg.crowd_hi))
 
 
 def blend_phi(phi_evolved, phi_prior, weight):

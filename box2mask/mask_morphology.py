@@ -4,24 +4,46 @@ Every function takes masks as (N, H, W) tensors (bool, or float in {0, 1}) and t
 N masks independently; none loops over N in Python. Connectivity is 8-neighbour (3 x 3).
 """
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 __all__ = ["gaussian_blur", "dilate", "erode", "open_close", "fill_holes", "largest_component"]
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (N, H, W) float maps with replicated borders; sigma in pixels."""
-    if sigma <= 0:
-        return x
+@functools.lru_cache(maxsize=64)
+def _blur_matrix(n: int, sigma: float, device, dtype) -> torch.Tensor:
+    """(n, n) matrix of a 1-D Gaussian blur with replicated borders: y = M @ x (cached: a few
+    grid sizes and sigmas recur for every image)."""
     radius = max(1, int(round(3 * sigma)))
-    taps = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    taps = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
     kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
     kernel = kernel / kernel.sum()
-    y = x[:, None]
-    y = F.conv2d(F.pad(y, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    y = F.conv2d(F.pad(y, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    return y[:, 0]
+    rows = torch.arange(n, device=device)
+    index = (rows[:, None] + torch.arange(-radius, radius + 1, device=device)[None]).clamp(0, n - 1)
+    matrix = torch.zeros(n, n, device=device, dtype=dtype)
+    return matrix.scatter_add_(1, index, kernel[None].expand(n, -1).contiguous())
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, H, W) float maps with replicated borders; sigma in pixels.
+
+    Each pass is a product with a banded (H, H) or (W, W) matrix (one matmul per pass, much
+    faster than a convolution on small grids).
+    """
+    if sigma <= 0:
+        return x
+    rows = _blur_matrix(x.shape[-2], sigma, x.device, x.dtype)
+    cols = _blur_matrix(x.shape[-1], sigma, x.device, x.dtype)
+    return torch.matmul(torch.matmul(rows, x), cols.T)
+
+
+def _max3x3(x: torch.Tensor) -> torch.Tensor:
+    """3 x 3 maximum filter of non-negative (N, H, W) float maps, zero outside (separable)."""
+    p = F.pad(x, (1, 1, 1, 1))
+    rows = torch.maximum(torch.maximum(p[:, :-2], p[:, 1:-1]), p[:, 2:])  # (N, H, W + 2)
+    return torch.maximum(torch.maximum(rows[..., :-2], rows[..., 1:-1]), rows[..., 2:])
 
 
 def dilate(masks: torch.Tensor, radius: int) -> torch.Tensor:
@@ -55,7 +77,7 @@ def _propagate(seeds: torch.Tensor, allowed: torch.Tensor, check_every: int = 8)
     max_steps = seeds.shape[-2] * seeds.shape[-1]
     for step in range(max_steps):
         previous = values
-        values = F.max_pool2d(values[:, None], 3, stride=1, padding=1)[:, 0] * allowed
+        values = _max3x3(values) * allowed
         if step % check_every == 0 and torch.equal(values, previous):
             break
     return values

@@ -10,7 +10,7 @@ The pieces of the embedded default's level set (`box2mask.default_segmenter`, wh
 import torch
 
 from box2mask.levelset import box_masks_from_boxes
-from box2mask.levelset_floor import histograms, smooth_in_box
+from box2mask.levelset_floor import box_norm, histograms, smooth_in_box
 
 __all__ = ["side_weights", "box_prior", "evolve_region_competition"]
 
@@ -72,6 +72,8 @@ def evolve_region_competition(phi, bin_index, box_masks, ring, sides, pins, cfg)
     flat_index = bin_index.view(n, -1)
     side_index = flat_index[:, None].expand(n, sides.shape[1], -1)  # (N, Q, S*S)
     flat_sides = sides.flatten(2)  # (N, Q, S*S)
+    force_norm = box_norm(box_masks, cfg.force_sigma)  # the same every step
+    phi_norm = box_norm(box_masks, cfg.smoothing) if cfg.smoothing > 0 else None
     for _ in range(cfg.steps):
         inside = torch.sigmoid(phi) * box
         log_fg = torch.log(histograms(bin_index, inside, num_bins, cfg.hist_floor))
@@ -80,12 +82,11 @@ def evolve_region_competition(phi, bin_index, box_masks, ring, sides, pins, cfg)
         bg = histograms(bin_index, outside[:, None] * sides, num_bins, cfg.hist_floor)
         p_bg = (torch.gather(bg, 2, side_index) * flat_sides).sum(dim=1)  # (N, S*S)
         ratio = (torch.gather(log_fg, 1, flat_index) - torch.log(p_bg)).view_as(phi)
-        force = smooth_in_box(
-            ratio.clamp(-cfg.force_clip, cfg.force_clip), box_masks, cfg.force_sigma
-        )
+        ratio = ratio.clamp(-cfg.force_clip, cfg.force_clip)
+        force = smooth_in_box(ratio, box_masks, cfg.force_sigma, force_norm)
         phi = phi + cfg.step_size * force
         if cfg.smoothing > 0:
-            phi = smooth_in_box(phi, box_masks, cfg.smoothing)
+            phi = smooth_in_box(phi, box_masks, cfg.smoothing, phi_norm)
         phi = phi.clamp(-cfg.phi_clip, cfg.phi_clip)
         if pins is not None:
             phi = torch.where(pins != 0, pins * cfg.phi_clip, phi)
