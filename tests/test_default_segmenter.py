@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -202,3 +204,68 @@ def test_guided_filter_keeps_a_colour_edge_and_smooths_flat_regions():
     assert torch.all(out[:, :, 5] < 0.5)  # snapped to the guide's edge
     flat = guided_filter(torch.zeros(1, 3, 5, 5), torch.arange(25.0).view(1, 5, 5), 1, 1e-4)
     assert flat[0, 2, 2].item() == pytest.approx(torch.arange(25.0).view(5, 5)[1:4, 1:4].mean())
+
+
+def _crowded_scene(seed=4):
+    """Touching look-alike discs (same colour) in a hex packing; returns image, masks list."""
+    rng = np.random.default_rng(seed)
+    image = np.clip(rng.normal(70, 8, (120, 120, 3)), 0, 255)
+    yy, xx = np.mgrid[:120, :120] + 0.5
+    masks = []
+    for cy in range(20, 110, 19):
+        for cx in range(20 + (cy // 19 % 2) * 9, 110, 18):
+            disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= 10**2
+            image[disc] = rng.normal((150, 60, 150), 8, (int(disc.sum()), 3))
+            masks.append(disc)
+    return np.clip(image, 0, 255).astype(np.uint8), masks
+
+
+def _ellipse(box, height, width):
+    from box2mask.levelset import inscribed_ellipses
+
+    boxes = torch.as_tensor(np.asarray(box, dtype=np.float32)[None])
+    return inscribed_ellipses(boxes, height, width, inside=1.0, outside=0.0)[0].numpy() > 0.5
+
+
+def test_floor_keeps_the_prior_among_touching_look_alikes():
+    image, masks = _crowded_scene()
+    mask = masks[len(masks) // 2]
+    box = _tight_box(mask) + np.array([-4, -4, 4, 4])  # neighbours reach into the corners
+    seg = LevelSetSegmenter()
+    seg.set_image(image)
+    floored = seg.predict(box[None])[0][0]
+    seg_off = LevelSetSegmenter(replace(LevelSetConfig(), floor=False))
+    seg_off.set_image(image)
+    leaked = seg_off.predict(box[None])[0][0]
+    ellipse = _ellipse(box, *image.shape[:2])
+    assert mask_iou(floored, ellipse) > 0.9  # the prior is kept
+    assert mask_iou(leaked, ellipse) < mask_iou(floored, ellipse)  # the evolution would leak
+
+
+def test_low_contrast_box_keeps_the_ellipse():
+    rng = np.random.default_rng(5)
+    image = np.clip(rng.normal(128, 10, (80, 80, 3)), 0, 255).astype(np.uint8)
+    box = np.array([20.0, 24.0, 56.0, 52.0])
+    seg = LevelSetSegmenter()
+    seg.set_image(image)
+    masks, _ = seg.predict(box[None])
+    assert mask_iou(masks[0], _ellipse(box, 80, 80)) > 0.95
+    assert seg.last_trust[0] < 0.5
+
+
+def test_adaptive_grid_matches_the_fixed_grid_on_medium_boxes():
+    image, obj = _scene()
+    box = _tight_box(obj)  # 68 x 52 px: a medium box, adaptive grid side 96 ... or less
+    fixed_cfg = replace(LevelSetConfig(), adaptive_grid=False, floor=False)
+    adaptive_cfg = replace(LevelSetConfig(), floor=False)
+    from box2mask.default_segmenter import grid_sides
+
+    small = np.array([[40.0, 30.0, 80.0, 62.0]])  # a 40 px box: grid 80 instead of 96
+    assert int(grid_sides(torch.as_tensor(small, dtype=torch.float32), adaptive_cfg)[0]) < 96
+    for boxes in (box[None], small):
+        out = []
+        for cfg in (fixed_cfg, adaptive_cfg):
+            seg = LevelSetSegmenter(cfg)
+            seg.set_image(image)
+            out.append(seg.predict(boxes)[0][0])
+        assert mask_iou(out[0], out[1]) > 0.98
