@@ -95,8 +95,8 @@ class LevelSetConfig:
     sep_gain_hi: float = 0.0  # ... and where this cue is full
     clear_separation_lo: float = 0.8  # separation trusted whatever the gain: starts here ...
     clear_separation_hi: float = 0.9  # ... full trust here
-    crowd_lo: float = 0.4  # share of look-alike ring pixels where distrust starts ...
-    crowd_hi: float = 0.8  # ... and where the evolution is not trusted at all
+    crowd_lo: float = 0.9  # share of look-alike ring pixels where distrust starts ...
+    crowd_hi: float = 1.0  # ... and where the evolution is not trusted at all
     snap_min_trust: float = 0.5  # boxes trusted less are pasted without edge snapping
     refine_radius: int = 12  # guided-filter window radius in image pixels (0 = no edge snapping)
     refine_eps: float = 0.01  # guided-filter ridge weight (colour variance treated as noise)

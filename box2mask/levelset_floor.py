@@ -106,14 +106,15 @@ def likelihood_gain(evolved, prior, bin_index, box_masks, ring, num_bins, floor)
 
 
 def crowding(prior, bin_index, box_masks, ring, num_bins, floor):
-    """(N,) share of ring pixels more likely under the prior object's colours than under the
+    """(N,) share of ring pixels 3x more likely under the prior object's colours than under the
     box corners' (the box outside the prior ellipse): look-alike neighbours around the box."""
     inside = (prior & box_masks).float()
     corners = (box_masks & ~prior).float()
     fg = _per_pixel(histograms(bin_index, inside, num_bins, floor), bin_index)
     bg = _per_pixel(histograms(bin_index, corners, num_bins, floor), bin_index)
     ring_f = ring.float()
-    return ((fg > bg).float() * ring_f).sum(dim=(1, 2)) / ring_f.sum(dim=(1, 2)).clamp_min(1)
+    alike = fg > 3.0 * bg  # clearly object-like, not a tie between two similar histograms
+    return (alike.float() * ring_f).sum(dim=(1, 2)) / ring_f.sum(dim=(1, 2)).clamp_min(1)
 
 
 def trust_weight(gain, sep_evolved, sep_prior, crowd, cfg):
