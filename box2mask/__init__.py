@@ -37,4 +37,4 @@ def build_predictor(checkpoint=None, device: str = "cpu", **options):
         return CropLearnerPredictor.from_checkpoint(ckpt, device=device, **options)
     from box2mask.predictor import Box2MaskPredictor
 
-    return Box2MaskPredictor.from_checkpoint(checkpoint, device=device, **options)
+    return Box2MaskPredictor.from_checkpoint(ckpt, device=device, **options)  # read once

@@ -93,8 +93,12 @@ class CropLearnerPredictor:
 
     @classmethod
     def from_checkpoint(cls, ckpt, device: str = "cpu", **options) -> "CropLearnerPredictor":
-        """A predictor for a checkpoint dict of kind `crop-learner` (box2mask.checkpoint)."""
-        from box2mask.checkpoint import CheckpointError
+        """A predictor for a `crop-learner` checkpoint: its path, or the dict `load_checkpoint`
+        read from it."""
+        from box2mask.checkpoint import CheckpointError, load_checkpoint
+
+        if not isinstance(ckpt, dict):
+            ckpt = load_checkpoint(ckpt, map_location="cpu")
 
         name = ckpt.get("path", "checkpoint")
         try:

@@ -115,8 +115,9 @@ class Box2MaskPredictor:
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "cpu", **options) -> "Box2MaskPredictor":
-        """A predictor for a checkpoint written by `box2mask.checkpoint.save_checkpoint`."""
-        ckpt = load_checkpoint(path, map_location="cpu")
+        """A predictor for a checkpoint written by `box2mask.checkpoint.save_checkpoint` (its path,
+        or the dict `load_checkpoint` read from it)."""
+        ckpt = path if isinstance(path, dict) else load_checkpoint(path, map_location="cpu")
         model = build_model_from_checkpoint(ckpt)
         options = {**serving_options(ckpt.get("config") or {}), **options}
         return cls(

@@ -183,24 +183,28 @@ def apply_overrides(cfg, overrides: dict, source: str):
     return cfg
 
 
+def read_config_file(path: str | os.PathLike) -> dict:
+    """The mapping in a YAML config file; ConfigError naming the file when it is missing, not
+    YAML, or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
 def load_config(
     path: str | os.PathLike | None = None, overrides: dict | None = None
 ) -> TrainConfig:
     """Defaults <- the YAML file at `path` (if any) <- `overrides` (from --set)."""
     cfg = TrainConfig()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(
-                f"{path}: expected a mapping of config keys, got {type(data).__name__}"
-            )
-        cfg = apply_overrides(cfg, data, source=str(path))
+        cfg = apply_overrides(cfg, read_config_file(path), source=str(path))
     if overrides:
         cfg = apply_overrides(cfg, overrides, source="--set")
     return cfg

@@ -7,12 +7,9 @@ overrides them. Unknown keys and wrong types are errors naming the file and the 
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
 
 from box2mask.crop_learner import CropLearnerConfig
-from train.config import ConfigError, apply_overrides
+from train.config import ConfigError, apply_overrides, read_config_file
 
 __all__ = ["CropLossWeights", "CropTrainConfig", "is_crop_config", "load_crop_config"]
 
@@ -58,29 +55,16 @@ class CropTrainConfig:
     device: str = ""  # "cpu" | "cuda" | "" (cuda when available)
 
 
-def _read_yaml(path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
-    return data
-
-
 def is_crop_config(path) -> bool:
     """Whether the YAML file at `path` configures the crop learner (`learner: crop`)."""
-    return path is not None and _read_yaml(path).get("learner") == "crop"
+    return path is not None and read_config_file(path).get("learner") == "crop"
 
 
 def load_crop_config(path=None, overrides: dict | None = None) -> CropTrainConfig:
     """Defaults <- the YAML file at `path` (if any) <- `overrides` (dotted keys)."""
     cfg = CropTrainConfig()
     if path is not None:
-        cfg = apply_overrides(cfg, _read_yaml(path), source=str(path))
+        cfg = apply_overrides(cfg, read_config_file(path), source=str(path))
     if overrides:
         cfg = apply_overrides(cfg, overrides, source="--set")
     if cfg.learner != "crop":
