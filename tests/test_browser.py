@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from annotator.store import SQLiteStore
+from box2mask.default_segmenter import LevelSetSegmenter
 from box2mask.rle import decode_rle
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +162,7 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
     (label,) = store.labels("chelsea.png")
     store.close()
     assert label.verified and label.source == "human-corrected" and label.class_name == "cat"
-    assert label.model_version == "levelset-default-1"
+    assert label.model_version == LevelSetSegmenter.model_version
     assert all(abs(a - b) <= 2 for a, b in zip(label.box_xyxy, box, strict=True))
     mask = decode_rle(label.mask_rle)
     assert mask.shape == (ih, iw) and 0.2 < mask[20:240, 140:330].mean() and not mask[:, :130].any()
