@@ -78,3 +78,18 @@ def test_r50_config_has_the_reference_hyperparameters():
     )
     assert (cfg.model.backbone, cfg.model.num_queries, cfg.model.dec_layers) == ("resnet50", 100, 9)
     assert (cfg.min_scale, cfg.max_scale) == (0.1, 2.0)  # large-scale jitter
+
+
+def test_repeated_set_flags_accumulate():
+    """`--set a=1 --set b=2` keeps both overrides (argparse's default would keep only the last)."""
+    import argparse
+
+    from train.train_cmd import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--data", "d", "--set", "iterations=5", "lr=0.1", "--set", "model.width=4"]
+    )
+    assert args.set == ["iterations=5", "lr=0.1", "model.width=4"]
+    assert parser.parse_args(["--data", "d"]).set == []

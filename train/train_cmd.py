@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         metavar="KEY=VALUE",
         default=[],
         help="override config fields, e.g. --set iterations=500 model.num_queries=50",
