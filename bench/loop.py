@@ -1,7 +1,8 @@
 """The learning loop on a real dataset: three simulated labelling rounds, retrain after each.
 
-    .venv/bin/python bench/loop.py --data ../shared/data/balloon --iterations 300 \
-        --variants box,mixed --teacher levelset
+    .venv/bin/python bench/loop.py --data ../shared/data/nuclei --learner crop --variants box
+    .venv/bin/python bench/loop.py --data ../shared/data/balloon --learner crop --variants mixed
+    .venv/bin/python bench/loop.py --data ../shared/data/balloon --learner tiny --iterations 300
 
 Simulation: every train-split image is in a SQLite label store with its GT boxes and the current
 model's proposed masks (source "model", unverified). In round r a person "corrects" another third of
@@ -13,10 +14,11 @@ evaluated on the val split with GT boxes as prompts. Prints one table: box-promp
 F per round, with the filled box, GrabCut on a crop and the embedded default on the same val split
 as baselines.
 
-Variants: `box` trains with box supervision only (every image's boxes); `mixed` also gives the
+Learners: `crop` (configs/crop_nuclei.yaml unless --config: the crop learner, served as trained)
+and `tiny` (configs/tiny_cpu.yaml: Box2Mask-T). Variants: `box` trains with box supervision only (every image's boxes); `mixed` also gives the
 corrected masks of the training images a mask loss (`retrain --mask-supervision`). `--teacher
 levelset` adds the embedded default's masks as down-weighted targets for the box-only instances
-(config `teacher`). Each candidate is evaluated as the network's mask alone and with the level-set
+(config `teacher`; the crop learner always distils the default). Each Box2Mask-T candidate is evaluated as the network's mask alone and with the level-set
 refinement started from it (`region_refine`, the method's inference-time evolution); the second is
 what a predictor of the checkpoint serves (configs/tiny_cpu.yaml: `serve_region_refine: true`), so
 it is also what the promotion gate compares.
@@ -102,10 +104,41 @@ def _correct(store, key: str, gt_anns: list[dict]):
     store.set_image_done(key, True)
 
 
+def _round_overrides(args, rnd: int) -> dict:
+    """Training settings of round `rnd`: round 1 from scratch, later rounds fine-tune gently."""
+    if args.learner == "crop":
+        later = {"lr": args.finetune_lr, "warmup_steps": 0} if rnd > 1 else {}
+        return {"iterations": args.iterations, **later}
+    return {
+        "iterations": args.iterations,
+        "teacher": args.teacher,
+        **(
+            {"levelset_warmup_steps": min(100, args.iterations // 3)}
+            if rnd == 1
+            else {"lr": args.finetune_lr, "levelset_warmup_steps": 0}
+        ),
+    }
+
+
+def _candidate_rows(args, checkpoint: Path) -> tuple[dict, dict]:
+    """(network alone, as served) val rows of a candidate. The crop learner is served as trained;
+    Box2Mask-T is served with the level-set refinement started from its masks."""
+    from box2mask import build_predictor
+    from box2mask.predictor import Box2MaskPredictor
+
+    def val(predictor):
+        return evaluate_predictor(predictor, args.data, split="val", progress=False)
+
+    if args.learner == "crop":
+        served = val(build_predictor(checkpoint))
+        return served, served
+    network = val(Box2MaskPredictor.from_checkpoint(checkpoint, region_refine=False))
+    return network, val(Box2MaskPredictor.from_checkpoint(checkpoint, region_refine=True))
+
+
 def run_variant(name: str, args, tmp: Path) -> list[dict]:
     from annotator.store import SQLiteStore
     from box2mask import build_predictor
-    from box2mask.predictor import Box2MaskPredictor
     from train.registry import ModelRegistry
     from train.retrain import retrain
 
@@ -125,16 +158,7 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
             images_dir=images,
             registry=registry,
             config_path=args.config,
-            overrides={
-                "iterations": args.iterations,
-                "teacher": args.teacher,
-                # round 1 trains from scratch; later rounds fine-tune the last candidate gently
-                **(
-                    {"levelset_warmup_steps": min(100, args.iterations // 3)}
-                    if rnd == 1
-                    else {"lr": args.finetune_lr, "levelset_warmup_steps": 0}
-                ),
-            },
+            overrides=_round_overrides(args, rnd),
             mask_supervision=name == "mixed",
             init_from=init_from,
             margin=0.0,
@@ -142,20 +166,10 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
             work_dir=tmp / f"{name}-round{rnd}",
             progress=False,
         )
+        minutes = (time.perf_counter() - started) / 60
         candidate_ckpt = registry.checkpoint_path(result["version"])
         init_from = str(candidate_ckpt)  # the next round fine-tunes this round's candidate
-        cand = evaluate_predictor(
-            Box2MaskPredictor.from_checkpoint(candidate_ckpt, region_refine=False),
-            args.data,
-            split="val",
-            progress=False,
-        )
-        refined = evaluate_predictor(
-            Box2MaskPredictor.from_checkpoint(candidate_ckpt, region_refine=True),
-            args.data,
-            split="val",
-            progress=False,
-        )
+        cand, refined = _candidate_rows(args, candidate_ckpt)
         promoted = registry.promoted()
         predictor = (
             build_predictor(registry.checkpoint_path(promoted.version))
@@ -169,13 +183,17 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
                 "round": rnd,
                 "verified_images": int(sum(len(t) for t in thirds[:rnd])),
                 "promoted": result["promoted"],
+                "gate": f"{result['candidate'].get('miou', float('nan')):.3f} vs "
+                f"{(result['current'] or {}).get('miou', float('nan')):.3f}",
                 "candidate_miou": cand["miou"],
                 "candidate_boundary_f": cand["boundary_f"],
                 "refined_miou": refined["miou"],
                 "refined_boundary_f": refined["boundary_f"],
+                "refined_accept_85": refined["accept_85"],
                 "val_miou": val["miou"],
                 "val_boundary_f": val["boundary_f"],
-                "minutes": (time.perf_counter() - started) / 60,
+                "val_accept_85": val["accept_85"],
+                "minutes": minutes,
             }
         )
         print(json.dumps(rows[-1]), flush=True)
@@ -188,15 +206,27 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "balloon")
-    parser.add_argument("--config", default=str(REPO / "configs" / "tiny_cpu.yaml"))
-    parser.add_argument("--iterations", type=int, default=300, help="training steps per round")
+    parser.add_argument(
+        "--learner",
+        default="crop",
+        choices=["crop", "tiny"],
+        help="crop: the crop learner (configs/crop_nuclei.yaml); tiny: Box2Mask-T "
+        "(configs/tiny_cpu.yaml)",
+    )
+    parser.add_argument("--config", default=None, help="training config (default: the learner's)")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="training steps per round (default: 1500 for crop, 300 for tiny)",
+    )
     parser.add_argument("--eval-fraction", type=float, default=0.2)
     parser.add_argument(
         "--finetune-lr",
         type=float,
-        default=5e-5,
+        default=None,
         help="learning rate of rounds 2 and 3 (fine-tuning the previous candidate; round 1 uses "
-        "the config's)",
+        "the config's; default: 5e-4 for crop, 5e-5 for tiny)",
     )
     parser.add_argument(
         "--variants",
@@ -207,12 +237,23 @@ def main(argv=None) -> int:
         "--teacher",
         default="levelset",
         choices=["", "levelset"],
-        help="mask targets for box-only instances from the embedded default ('' = none)",
+        help="tiny only: mask targets for box-only instances from the embedded default ('' = none)",
     )
     args = parser.parse_args(argv)
+    crop = args.learner == "crop"
+    if args.config is None:
+        args.config = str(REPO / "configs" / ("crop_nuclei.yaml" if crop else "tiny_cpu.yaml"))
+    if args.iterations is None:
+        args.iterations = 1500 if crop else 300
+    if args.finetune_lr is None:
+        args.finetune_lr = 5e-4 if crop else 5e-5
     quality = _bench_quality()
     baselines = evaluate_predictors(
-        {"filled box": quality.FilledBox(), "GrabCut (crop)": quality.GrabCut(crop=True)},
+        {
+            "filled box": quality.FilledBox(),
+            "ellipse": quality.InscribedEllipse(),
+            "GrabCut (crop)": quality.GrabCut(crop=True),
+        },
         args.data,
         split="val",
         progress=False,
@@ -226,24 +267,31 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="box2mask-loop-") as tmp:
         for name in args.variants.split(","):
             rows += run_variant(name, args, Path(tmp))
-    teacher = f", teacher {args.teacher}" if args.teacher else ""
+    teacher = f", teacher {args.teacher}" if args.teacher and not crop else ""
+    learner = "crop learner" if crop else "Box2Mask-T (tiny)"
     print(
-        f"\nLearning loop on {args.data.name} (val split, GT boxes as prompts), "
+        f"\nLearning loop on {args.data.name} (val split, GT boxes as prompts), {learner}, "
         f"{args.iterations} steps per round{teacher}, fine-tuning lr {args.finetune_lr:g}"
     )
     print(
-        "| model | round | verified images | candidate mIoU / BF | + level-set refinement | "
-        "promoted | served model mIoU / BF | minutes |"
+        "| model | round | verified images | network mIoU / BF | served mIoU / BF / accept@0.85 | "
+        "gate (candidate vs current, held-out mIoU) | promoted | promoted model mIoU / BF / "
+        "accept@0.85 | minutes |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, row in baselines.items():
-        print(f"| {name} | - | - | {row['miou']:.3f} / {row['boundary_f']:.3f} | - | - | - | - |")
+        print(
+            f"| {name} | - | - | - | {row['miou']:.3f} / {row['boundary_f']:.3f} / "
+            f"{row['accept_85']:.2f} | - | - | - | - |"
+        )
     for r in rows:
         print(
-            f"| tiny ({r['variant']} supervision) | {r['round']} | {r['verified_images']} | "
+            f"| {learner} ({r['variant']} supervision) | {r['round']} | {r['verified_images']} | "
             f"{r['candidate_miou']:.3f} / {r['candidate_boundary_f']:.3f} | "
-            f"{r['refined_miou']:.3f} / {r['refined_boundary_f']:.3f} | {r['promoted']} | "
-            f"{r['val_miou']:.3f} / {r['val_boundary_f']:.3f} | {r['minutes']:.1f} |"
+            f"{r['refined_miou']:.3f} / {r['refined_boundary_f']:.3f} / "
+            f"{r['refined_accept_85']:.2f} | {r['gate']} | {r['promoted']} | "
+            f"{r['val_miou']:.3f} / {r['val_boundary_f']:.3f} / {r['val_accept_85']:.2f} | "
+            f"{r['minutes']:.1f} |"
         )
     return 0
 

@@ -144,3 +144,17 @@ def test_short_training_lowers_the_box_losses_and_beats_its_start(tmp_path):
         assert after < before, (term, before, after)
     final = records[-1]
     assert final["val_crop_miou"] > final["val_crop_miou_base"] + 0.01  # measured: +0.020
+
+
+def test_learning_rate_decays_with_the_time_budget():
+    """With --max-minutes the cosine follows the time spent when it runs out before the steps."""
+    from train.crop_config import CropTrainConfig
+    from train.crop_train import _lr_at
+
+    cfg = CropTrainConfig(lr=1.0, warmup_steps=10, iterations=1010)
+    assert _lr_at(0, cfg) == pytest.approx(0.1)
+    assert _lr_at(510, cfg) == pytest.approx(0.5)  # half the steps: cos(pi/2)
+    assert _lr_at(510, cfg, time_frac=0.0) == pytest.approx(0.5)
+    assert _lr_at(110, cfg, time_frac=0.5) == pytest.approx(0.5)  # half the time, few steps
+    assert _lr_at(110, cfg, time_frac=1.0) == pytest.approx(0.0)
+    assert _lr_at(1010, cfg, time_frac=0.1) == pytest.approx(0.0)

@@ -120,11 +120,14 @@ def evaluate_crops(model: CropUNet, bank: CropBank, device, batch_size: int = 25
     }
 
 
-def _lr_at(step: int, cfg: CropTrainConfig) -> float:
+def _lr_at(step: int, cfg: CropTrainConfig, time_frac: float = 0.0) -> float:
+    """Linear warmup over `cfg.warmup_steps`, then cosine decay to 0. The decay follows whichever
+    runs out first: the steps (step / cfg.iterations) or the time budget (`time_frac`, the share of
+    --max-minutes spent), so a time-limited run still ends at a small learning rate."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     t = (step - cfg.warmup_steps) / max(1, cfg.iterations - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, max(t, time_frac))))
 
 
 def train_crop(
@@ -138,8 +141,8 @@ def train_crop(
     """Train the crop learner with `cfg`; returns the last metrics record (see module docstring).
 
     `resume_from`: a crop-learner checkpoint dict (`load_checkpoint(OUT/last.pt)`) to continue.
-    `time_limit_s`: save last.pt and stop after this long (the schedule still targets
-    cfg.iterations, so a resumed run continues it).
+    `time_limit_s`: save last.pt and stop after this long (not counting the crop bank's build);
+    the learning rate's cosine decay follows the time spent when that runs out before the steps.
     """
     from tqdm import tqdm
 
@@ -221,8 +224,12 @@ def train_crop(
         loss = total_loss(losses, weights)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss at step {step}: {losses}")
+        time_frac = 0.0
+        if time_limit_s:
+            time_frac = (time.perf_counter() - start) / time_limit_s
+        lr = _lr_at(step, cfg, time_frac)
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -233,9 +240,9 @@ def train_crop(
             now = time.perf_counter()
             last = {
                 "step": step,
-                "loss": float(loss),
+                "loss": float(loss.detach()),
                 **{k: float(v) for k, v in losses.items()},
-                "lr": _lr_at(step - 1, cfg),
+                "lr": lr,
                 "crops_per_s": seen / max(now - window_start, 1e-9),
             }
             seen, window_start = 0, now
