@@ -116,3 +116,30 @@ def test_the_head_bias_decides_between_empty_and_filled(tmp_path, delta):
     masks, _ = predictor.predict(np.array([[5.0, 8.0, 40.0, 30.0]]))
     expected = _filled([5.0, 8.0, 40.0, 30.0], 50, 50).numpy() if delta > 0 else np.zeros((50, 50))
     assert np.array_equal(masks[0], expected.astype(bool))
+
+
+def test_a_checkpoint_teacher_replaces_the_default_in_the_crop_bank(tmp_path):
+    """Self-training: `teacher: <checkpoint>` makes that learner's masks the distillation target."""
+    from train.crop_bank import build_crop_bank
+    from train.crop_config import load_crop_config
+    from train.dataset import CocoBoxDataset
+
+    make_dataset(tmp_path)  # COCO file "boxes.json" beside images/
+    (tmp_path / "boxes.json").rename(tmp_path / "annotations.json")
+    dataset = CocoBoxDataset(tmp_path, split="")
+    ckpt = _box_filling_checkpoint(tmp_path / "teacher.pt")
+    cfg = load_crop_config(
+        None, {"teacher": str(ckpt), "model.crop_size": 16, "model.base": "ellipse"}
+    )
+    teacher = build_predictor(cfg.teacher)
+    bank = build_crop_bank(dataset, cfg.model, teacher=teacher, progress=False)
+    default = build_crop_bank(dataset, cfg.model, progress=False)
+    box = box_masks_from_boxes(bank.grid_boxes, 16, 16)
+    assert torch.equal(bank.rgb, default.rgb)
+    inside = box > 0.5
+    assert (bank.teacher[inside] > 127).float().mean() > 0.9  # the teacher filled every box
+    assert (bank.teacher.float() - default.teacher.float()).abs().mean() > 20  # not the default
+    with pytest.raises(Exception, match="base: ellipse"):
+        load_crop_config(None, {"teacher": str(ckpt), "model.base": "default"})
+    with pytest.raises(Exception, match="none of these"):
+        load_crop_config(None, {"teacher": str(tmp_path / "missing.pt")})

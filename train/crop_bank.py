@@ -2,8 +2,9 @@
 
 The crop learner (box2mask/crop_learner.py) sees only each box's crop, so the whole training set
 fits in memory as a few tensors (a 64 x 64 crop is 12 KiB of colours): one pass over the images
-samples each box's crop, its LCM affinities, the embedded default's mask there (the distillation target and, for
-`base: default`, the base mask) and, where an annotation carries a `segmentation` and mask
+samples each box's crop, its LCM affinities, the teacher's mask there (the distillation target:
+the embedded default, which is also the base mask of `base: default`, or a trained crop learner
+for self-training) and, where an annotation carries a `segmentation` and mask
 supervision is on, the verified mask. Training then never decodes an image again.
 
 The bank is saved as `crop_bank.pt` in the run directory (written atomically) and reused when the
@@ -40,7 +41,7 @@ __all__ = ["CropBank", "build_crop_bank", "load_or_build_crop_bank"]
 class CropBank:
     rgb: torch.Tensor  # (N, 3, S, S) uint8 crop colours
     grid_boxes: torch.Tensor  # (N, 4) float, the boxes in grid pixels
-    teacher: torch.Tensor  # (N, S, S) uint8, the embedded default's mask x 255 (soft edges)
+    teacher: torch.Tensor  # (N, S, S) uint8, the teacher's mask x 255 (soft edges)
     masks: torch.Tensor  # (N, S, S) uint8, the verified mask x 255 where has_mask
     has_mask: torch.Tensor  # (N,) bool
     affinity: torch.Tensor  # (N, 8, S, S) float16 LCM affinities of the crop (crop_affinity)
@@ -52,8 +53,13 @@ class CropBank:
         return len(self.grid_boxes)
 
 
-def _fingerprint(dataset, cfg: CropLearnerConfig, mask_supervision: bool) -> str:
+def _teacher_name(teacher) -> str:
+    return "default" if teacher is None else str(teacher.model_version)
+
+
+def _fingerprint(dataset, cfg: CropLearnerConfig, mask_supervision: bool, teacher=None) -> str:
     geometry = {k: asdict(cfg)[k] for k in ("crop_size", "margin_frac", "margin_px")}
+    geometry["teacher"] = _teacher_name(teacher)
     boxes = [
         [info["file_name"], [np.round(b, 3).tolist() for b, _, _ in dataset.boxes_by_image[i]]]
         for info in dataset.images
@@ -68,13 +74,18 @@ def build_crop_bank(
     cfg: CropLearnerConfig,
     *,
     mask_supervision: bool = False,
+    teacher=None,
     device: str = "cpu",
     progress: bool = True,
 ) -> CropBank:
-    """Crops of every box of `dataset` (one pass over its images; the default runs once per image)."""
+    """Crops of every box of `dataset` (one pass over its images; the teacher runs once per image).
+
+    teacher: a box2mask predictor (set_image / predict) whose masks are the distillation target;
+    None = the embedded default.
+    """
     from box2mask.default_segmenter import LevelSetSegmenter
 
-    default = LevelSetSegmenter(device=device)
+    labeller = teacher if teacher is not None else LevelSetSegmenter(device=device)
     size = cfg.crop_size
     names = ("rgb", "grid_boxes", "teacher", "masks", "has_mask", "affinity", "image_index")
     parts = {k: [] for k in names}
@@ -91,8 +102,8 @@ def build_crop_bank(
             continue
         anns = [a for a, k in zip(anns, keep, strict=True) if k]
         boxes = torch.as_tensor(boxes_np[keep], dtype=torch.float32, device=device)
-        default.set_image(image)
-        teacher, _ = default.predict(boxes.cpu().numpy())
+        labeller.set_image(image)
+        teacher_masks, _ = labeller.predict(boxes.cpu().numpy())
         windows = crop_windows(boxes, cfg)
         pixels = torch.from_numpy(np.array(image)).to(device)  # a writable copy
         pixels = pixels.permute(2, 0, 1)[None].float() / 255.0
@@ -102,7 +113,7 @@ def build_crop_bank(
         parts["grid_boxes"].append(grid_boxes.cpu())
         normalised = crop_inputs(rgb, grid_boxes, torch.zeros_like(rgb[:, 0]))[:, :3]
         parts["affinity"].append(crop_affinity(normalised).half().cpu())
-        soft = sample_masks(torch.from_numpy(teacher).to(device), windows, size)
+        soft = sample_masks(torch.from_numpy(teacher_masks).to(device), windows, size)
         parts["teacher"].append((soft * 255).round().to(torch.uint8).cpu())
         verified = [mask_supervision and bool(seg) for _, _, seg in anns]
         full = torch.zeros((len(anns), height, width), dtype=torch.bool)
@@ -118,7 +129,7 @@ def build_crop_bank(
     return CropBank(
         **{k: torch.cat(v) for k, v in parts.items()},
         class_names=list(dataset.class_names),
-        key=_fingerprint(dataset, cfg, mask_supervision),
+        key=_fingerprint(dataset, cfg, mask_supervision, teacher),
     )
 
 
@@ -128,19 +139,25 @@ def load_or_build_crop_bank(
     path: str | os.PathLike,
     *,
     mask_supervision: bool = False,
+    teacher=None,
     device: str = "cpu",
     progress: bool = True,
 ) -> CropBank:
-    """The bank at `path` if it was built from this dataset and geometry, else a new one
-    (saved there atomically)."""
+    """The bank at `path` if it was built from this dataset, geometry and teacher, else a new one
+    (saved there atomically). `teacher`: see build_crop_bank."""
     path = Path(path)
-    key = _fingerprint(dataset, cfg, mask_supervision)
+    key = _fingerprint(dataset, cfg, mask_supervision, teacher)
     if path.is_file():
         stored = torch.load(path, weights_only=True)
         if stored.get("key") == key:
             return CropBank(**stored)
     bank = build_crop_bank(
-        dataset, cfg, mask_supervision=mask_supervision, device=device, progress=progress
+        dataset,
+        cfg,
+        mask_supervision=mask_supervision,
+        teacher=teacher,
+        device=device,
+        progress=progress,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".crop_bank.", suffix=".tmp")

@@ -7,6 +7,7 @@ overrides them. Unknown keys and wrong types are errors naming the file and the 
 """
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from box2mask.crop_learner import CropLearnerConfig
 from train.config import ConfigError, apply_overrides, read_config_file
@@ -38,7 +39,9 @@ class CropTrainConfig:
     out_dir: str = "runs/crop"  # run directory: config.yaml, metrics.jsonl, last.pt
     model: CropLearnerConfig = field(default_factory=CropLearnerConfig)  # the network and crop
     loss: CropLossWeights = field(default_factory=CropLossWeights)  # the one weight dict
-    teacher: str = "default"  # "default": distil the embedded default's masks; "" = no teacher
+    # distillation target: "default" (the embedded default), a crop-learner checkpoint's path
+    # (self-training: distil a trained learner's masks; needs base: ellipse), or "" (none)
+    teacher: str = "default"
     mask_supervision: bool = False  # annotations with a `segmentation` are verified mask targets
     iterations: int = 6000  # optimizer steps in all
     batch_size: int = 32  # crops per step
@@ -74,7 +77,13 @@ def load_crop_config(path=None, overrides: dict | None = None) -> CropTrainConfi
             f"{path}: model.base must be 'default' or 'ellipse', not {cfg.model.base!r}"
         )
     if cfg.teacher not in ("", "default"):
-        raise ConfigError(f"{path}: teacher must be 'default' or '', not {cfg.teacher!r}")
+        if not Path(cfg.teacher).is_file():
+            raise ConfigError(
+                f"{path}: teacher must be 'default', '' or a crop-learner checkpoint file; "
+                f"{cfg.teacher!r} is none of these"
+            )
+        if cfg.model.base != "ellipse":
+            raise ConfigError(f"{path}: a checkpoint teacher needs model.base: ellipse")
     if cfg.model.crop_size % 2 ** (cfg.model.levels - 1):
         raise ConfigError(
             f"{path}: model.crop_size {cfg.model.crop_size} is not divisible by "

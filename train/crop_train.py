@@ -156,11 +156,17 @@ def train_crop(
     save_config(cfg, out / "config.yaml")
     torch.manual_seed(cfg.seed)
     train_set = CocoBoxDataset(cfg.data_dir, split=cfg.train_split)
+    teacher = None  # the embedded default
+    if cfg.teacher not in ("", "default"):
+        from box2mask import build_predictor
+
+        teacher = build_predictor(cfg.teacher, device=str(device))
     bank = load_or_build_crop_bank(
         train_set,
         cfg.model,
         out / "crop_bank.pt",
         mask_supervision=cfg.mask_supervision,
+        teacher=teacher,
         progress=progress,
     )
     val_bank = None
