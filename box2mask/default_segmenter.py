@@ -40,6 +40,15 @@ import torch
 import torch.nn.functional as F
 
 from box2mask.box_ops import validate_boxes
+from box2mask.geometry import (
+    box_windows,
+    click_discs,
+    gather_grid,
+    grow_boxes,
+    nearest_pixels,
+    paste_windows,
+    window_grid,
+)
 from box2mask.guided_filter import guided_filter
 from box2mask.levelset import box_masks_from_boxes
 from box2mask.levelset_floor import (
@@ -234,11 +243,12 @@ class LevelSetSegmenter:
         bin_index = crops.bin_index
         box_masks = box_masks_from_boxes(crops.grid_boxes, size, size) > 0.5
         ring = crops.valid & ~box_masks
-        pins = self._pins(crops, *clicks, cfg)
+        pins = click_discs(*clicks, crops.crop_boxes, size, cfg.click_radius)
         ellipse = box_prior(crops.grid_boxes, size, cfg)
         prior = ellipse
         if init_masks is not None:  # start from the given masks, sampled like the colours
-            start = self._sample(torch.as_tensor(init_masks, device=self.device), crops)
+            init = torch.as_tensor(init_masks, device=self.device)
+            start = gather_grid(init, crops.rows, crops.cols)
             prior = torch.where(box_masks, torch.where(start, 1.0, -1.0) * cfg.init_logit, prior)
         if cfg.local_background:
             sides = side_weights(crops.grid_boxes, size)
@@ -289,48 +299,13 @@ class LevelSetSegmenter:
 
     def _crop(self, boxes: torch.Tensor, size: int, cfg: LevelSetConfig) -> _Crops:
         """Sample every box plus margin on the size x size grid (nearest image pixel, so
-        upsampled small boxes contain only real image colours)."""
+        upsampled small boxes contain only real image colours). Reads the current image's
+        features only: everything about the crops is in the returned `_Crops`."""
         height, width = self._size
-        sides = torch.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]], dim=1)
-        margin = sides * cfg.margin_frac + cfg.margin_px  # (N, 2): x and y margins
-        crop_boxes = torch.cat([boxes[:, :2] - margin, boxes[:, 2:] + margin], dim=1)
-        steps = (torch.arange(size, device=boxes.device, dtype=torch.float32) + 0.5) / size
-        extent = crop_boxes[:, 2:] - crop_boxes[:, :2]
-        cols = torch.floor(crop_boxes[:, 0:1] + steps[None] * extent[:, 0:1]).long()  # (N, S)
-        rows = torch.floor(crop_boxes[:, 1:2] + steps[None] * extent[:, 1:2]).long()
-        on_rows = (rows >= 0) & (rows < height)
-        on_image = on_rows[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-        rows, cols = rows.clamp(0, height - 1), cols.clamp(0, width - 1)
-        bin_index = self._bin_map[rows[:, :, None], cols[:, None, :]]
-        scale = size / extent  # grid pixels per image pixel, (N, 2)
-        grid_boxes = torch.cat([margin * scale, (margin + sides) * scale], dim=1)
+        crop_boxes, grid_boxes = grow_boxes(boxes, cfg.margin_frac, cfg.margin_px, size)
+        rows, cols, on_image = nearest_pixels(crop_boxes, size, height, width)
+        bin_index = gather_grid(self._bin_map, rows, cols)
         return _Crops(size, boxes, bin_index, on_image, grid_boxes, crop_boxes, rows, cols)
-
-    @staticmethod
-    def _sample(full: torch.Tensor, crops: _Crops) -> torch.Tensor:
-        """(N, H, W) per-box image maps -> (N, S, S) on each box's grid."""
-        index = torch.arange(len(full), device=full.device)[:, None, None]
-        return full[index, crops.rows[:, :, None], crops.cols[:, None, :]]
-
-    def _pins(self, crops: _Crops, points, point_labels, cfg):
-        """(N, S, S) float: +1 where a positive click pins the object, -1 for negative, else 0."""
-        if points is None or len(points) == 0:
-            return None
-        points = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
-        labels = torch.as_tensor(np.asarray(point_labels), device=self.device).float()
-        if points.shape != (len(labels), 2):
-            raise ValueError(
-                f"points must be (P, 2) with P = len(point_labels), got {points.shape}"
-            )
-        crop_boxes = crops.crop_boxes
-        scale = crops.size / (crop_boxes[:, 2:] - crop_boxes[:, :2])  # (N, 2)
-        grid_points = (points[None] - crop_boxes[:, None, :2]) * scale[:, None]  # (N, P, 2)
-        centres = torch.arange(crops.size, device=self.device, dtype=torch.float32) + 0.5
-        dx = centres[None, None, None, :] - grid_points[..., 0, None, None]  # (N, P, 1, S)
-        dy = centres[None, None, :, None] - grid_points[..., 1, None, None]  # (N, P, S, 1)
-        hit = (dx * dx + dy * dy) <= cfg.click_radius**2  # (N, P, S, S)
-        sign = (2 * labels - 1)[None, :, None, None]
-        return (hit * sign).sum(dim=1).clamp(-1, 1)
 
     def _clean(self, phi, box_masks, pins, cfg):
         """Threshold phi and clean up: open/close, fill holes, largest component. (N, S, S) bool."""
@@ -351,22 +326,12 @@ class LevelSetSegmenter:
         filter of sigmoid(phi).
         """
         height, width = self._size
-        n, device = phi.shape[0], phi.device
         pad = cfg.refine_radius
-        boxes, crop = crops.boxes, crops.crop_boxes
-        x_lo = torch.ceil(boxes[:, 0] - 0.5).long()
-        y_lo = torch.ceil(boxes[:, 1] - 0.5).long()
-        box_w = (torch.ceil(boxes[:, 2] - 0.5).long().clamp(max=width) - x_lo).clamp_min(0)
-        box_h = (torch.ceil(boxes[:, 3] - 0.5).long().clamp(max=height) - y_lo).clamp_min(0)
-        out_w, out_h = int(box_w.max()) + 2 * pad, int(box_h.max()) + 2 * pad
-        # each box's window (the box grown by `pad`): image pixel indices, then grid coordinates
-        cols = x_lo[:, None] - pad + torch.arange(out_w, device=device)  # (N, out_w)
-        rows = y_lo[:, None] - pad + torch.arange(out_h, device=device)  # (N, out_h)
-        gx = (cols + 0.5 - crop[:, 0:1]) / (crop[:, 2:3] - crop[:, 0:1]) * 2 - 1  # in [-1, 1]
-        gy = (rows + 0.5 - crop[:, 1:2]) / (crop[:, 3:4] - crop[:, 1:2]) * 2 - 1
-        grid = torch.stack(
-            [gx[:, None, :].expand(n, out_h, out_w), gy[:, :, None].expand(n, out_h, out_w)], -1
-        )
+        crop = crops.crop_boxes
+        lo, extent = box_windows(crops.boxes, height, width)
+        out_w, out_h = (int(v) + 2 * pad for v in extent.max(dim=0).values)
+        # each box's window (the box grown by `pad`) in its crop's grid coordinates
+        grid, rows, cols = window_grid(crop, lo, out_h, out_w, pad=pad)
         sampled = F.grid_sample(phi[:, None], grid, mode="bilinear", align_corners=False)[:, 0]
         inside = sampled > 0  # (N, out_h, out_w)
         scale = (crop[:, 2] - crop[:, 0]) / crops.size  # image pixels per grid pixel
@@ -378,9 +343,4 @@ class LevelSetSegmenter:
             soft = torch.sigmoid(sampled * cfg.refine_sharpness)
             snapped = guided_filter(guide, soft, radius=pad, eps=cfg.refine_eps) > 0.5
             inside = torch.where(refine[:, None, None], snapped, inside)
-        inside = inside.cpu().numpy()
-        masks = np.zeros((n, height, width), dtype=bool)
-        bounds = torch.stack([x_lo, y_lo, box_w, box_h], dim=1).cpu().tolist()
-        for i, (x0, y0, w, h) in enumerate(bounds):  # copying windows into place, no math
-            masks[i, y0 : y0 + h, x0 : x0 + w] = inside[i, pad : pad + h, pad : pad + w]
-        return masks
+        return paste_windows(inside.cpu().numpy(), lo, extent, height, width, pad=pad)
