@@ -1,7 +1,8 @@
 """`box2mask segment`: boxes in a COCO file -> the same file with an RLE mask and a score per box.
 
     box2mask segment --images DIR --boxes IN.json --out OUT.json [--checkpoint CKPT] [--device cpu|cuda]
-                     [--batch-images N] [--amp off|bf16|fp16] [--channels-last] [--compile]
+                     [--refine-existing] [--batch-images N] [--amp off|bf16|fp16] [--channels-last]
+                     [--compile]
 
 The run, in three steps that a torchrun launch shares out between processes:
 
@@ -22,6 +23,7 @@ unloadable checkpoint, CUDA asked for but absent). The command line itself (argu
 process group, predictor) is `box2mask/segment_cmd.py`.
 """
 
+import inspect
 import itertools
 import shutil
 import sqlite3
@@ -34,7 +36,7 @@ import numpy as np
 from box2mask import coco_index
 from box2mask.box_ops import BoxError, validate_box, xywh_to_xyxy
 from box2mask.image_io import DEFAULT_MAX_PIXELS, ImageLoadError, load_image
-from box2mask.rle import encode_rle
+from box2mask.rle import decode_segmentation, encode_rle
 from box2mask.shards import broadcast
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "WorkDir",
     "segment_coco",
     "segment_image",
+    "check_refines",
     "prepare_work_dir",
     "segment_shard",
     "finish",
@@ -87,20 +90,30 @@ def _say(message: str) -> None:
 # ---------------------------------------------------------------- one image
 
 
-def segment_image(predictor, image: np.ndarray, anns: list, state: dict | None = None) -> list:
+def segment_image(
+    predictor,
+    image: np.ndarray,
+    anns: list,
+    state: dict | None = None,
+    refine_existing: bool = False,
+) -> list:
     """Segment the annotations of one image with one predictor.
 
     Args:
-        predictor: has `set_image(image)` and `predict(boxes_xyxy) -> (masks, scores)`.
+        predictor: has `set_image(image)` and `predict(boxes_xyxy) -> (masks, scores)`; with
+            `refine_existing`, `predict` must also take `init_masks` (N, H, W) bool.
         image: (H, W, 3) uint8 RGB.
         anns: [(ord, annotation dict with a COCO XYWH `bbox`)].
         state: the image's `predictor.encode_states` result, used instead of `set_image`.
+        refine_existing: an annotation that carries a non-empty `segmentation` (RLE or polygons)
+            is refined by the predictor started from that mask instead of from its box.
     Returns:
         [(ord, RLE dict or None, score or None, error or None)], one per annotation, in order;
-        a bad box gets an error naming the annotation id and the problem.
+        a bad box (or, with `refine_existing`, a bad segmentation) gets an error naming the
+        annotation id and the problem.
     """
     height, width = image.shape[:2]
-    results, good, boxes = {}, [], []
+    results, plain, refined = {}, [], []  # [(ord, box XYXY, segmentation to start from)]
     for ord_, ann in anns:
         name = f"annotation {ann['id']!r}" if "id" in ann else f"annotation #{ord_} (no id)"
         try:
@@ -109,21 +122,51 @@ def segment_image(predictor, image: np.ndarray, anns: list, state: dict | None =
             bbox_xywh = np.asarray(ann["bbox"], dtype=np.float64)
             if bbox_xywh.shape != (4,):
                 raise BoxError(f"bbox must be 4 numbers [x, y, w, h], got {ann['bbox']!r}")
-            boxes.append(validate_box(xywh_to_xyxy(bbox_xywh), width, height))
-            good.append(ord_)
+            box = validate_box(xywh_to_xyxy(bbox_xywh), width, height)
         except (BoxError, ValueError, TypeError) as err:
             results[ord_] = (ord_, None, None, f"{name}: bad bbox: {err}")
-    if good:
+            continue
+        if refine_existing and ann.get("segmentation"):
+            try:  # decoded here to check it, again per chunk below (flat memory)
+                empty = not decode_segmentation(ann["segmentation"], height, width).any()
+            except (ValueError, TypeError, KeyError) as err:
+                results[ord_] = (ord_, None, None, f"{name}: bad segmentation: {err}")
+                continue
+            if not empty:  # an empty mask has nothing to refine: segmented from its box
+                refined.append((ord_, box, ann["segmentation"]))
+                continue
+        plain.append((ord_, box, None))
+    if plain or refined:
         if state is None:
             predictor.set_image(image)
         else:
             predictor.set_state(state)
         chunk = max(1, MAX_MASK_BYTES // (height * width))
-        for start in range(0, len(good), chunk):
-            masks, scores = predictor.predict(np.stack(boxes[start : start + chunk]))
-            for ord_, mask, score in zip(good[start : start + chunk], masks, scores, strict=True):
-                results[ord_] = (ord_, encode_rle(mask), float(score), None)
+        for group in (plain, refined):
+            for begin in range(0, len(group), chunk):
+                part = group[begin : begin + chunk]
+                boxes = np.stack([box for _, box, _ in part])
+                options = {}
+                if group is refined:
+                    options["init_masks"] = np.stack(
+                        [decode_segmentation(seg, height, width) for *_, seg in part]
+                    )
+                masks, scores = predictor.predict(boxes, **options)
+                for (ord_, *_), mask, score in zip(part, masks, scores, strict=True):
+                    results[ord_] = (ord_, encode_rle(mask), float(score), None)
     return [results[ord_] for ord_, _ in anns]
+
+
+def check_refines(predictor) -> None:
+    """Raise SegmentError unless `predictor.predict` takes `init_masks` (needed to refine)."""
+    parameters = inspect.signature(predictor.predict).parameters
+    if "init_masks" not in parameters and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    ):
+        raise SegmentError(
+            f"--refine-existing: {type(predictor).__name__} cannot start from a mask (its "
+            "predict has no init_masks); use the embedded default or a crop-learner checkpoint"
+        )
 
 
 def _load_checked(path: Path, width: int, height: int, max_pixels: int) -> np.ndarray:
@@ -200,11 +243,12 @@ def segment_shard(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     batch_images: int = 1,
+    refine_existing: bool = False,
 ) -> int:
     """Segment the pending images of shard `rank`, appending each to `part_path`.
 
     `batch_images` images are loaded and encoded together (`_encode_batch`), then segmented and
-    written one by one. Returns the number of annotations that failed in this call (bad images
+    written one by one; `refine_existing` as in `segment_image`. Returns the number of annotations that failed in this call (bad images
     and bad boxes).
     """
     from tqdm import tqdm
@@ -234,7 +278,9 @@ def segment_shard(
                     results = [(ord_, None, None, str(image)) for ord_, _ in task.anns]
                 else:
                     try:
-                        results = segment_image(predictor, image, task.anns, next(states))
+                        results = segment_image(
+                            predictor, image, task.anns, next(states), refine_existing
+                        )
                     except Exception as err:  # a segmenter failure must not stop the others
                         message = f"{path}: segmenter failed: {type(err).__name__}: {err}"
                         _say(message)
@@ -291,6 +337,7 @@ def segment_coco(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: bool = True,
     batch_images: int = 1,
+    refine_existing: bool = False,
 ) -> int:
     """The whole run for one process of `world_size` (a process group must exist when > 1).
 
@@ -298,7 +345,11 @@ def segment_coco(
     the run cannot start or finish.
     """
     work = WorkDir.for_output(out_path)
+    if refine_existing:
+        check_refines(predictor)
     extra = {"model": getattr(predictor, "model_version", "unknown"), **(fingerprint_extra or {})}
+    if refine_existing:  # a half-finished run of the other mode is not resumed
+        extra["refine_existing"] = True
     conn, error = None, None
     if rank == 0:
         try:
@@ -320,6 +371,7 @@ def segment_coco(
         max_pixels,
         progress,
         batch_images=batch_images,
+        refine_existing=refine_existing,
     )
     broadcast(None, world_size)  # every shard is finished
     result = None

@@ -1,7 +1,8 @@
 """The `box2mask segment` command line: arguments, device, process group, predictor.
 
     box2mask segment --images DIR --boxes IN.json --out OUT.json [--checkpoint CKPT] [--device cpu|cuda]
-                     [--batch-images N] [--amp off|bf16|fp16] [--channels-last] [--compile]
+                     [--refine-existing] [--batch-images N] [--amp off|bf16|fp16] [--channels-last]
+                     [--compile]
 
 The run itself (index, shards, merge, resume) is `box2mask/segment.py`; its output format is a
 contract (README "Segment boxes from the shell") that none of the speed options changes.
@@ -57,6 +58,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_MAX_PIXELS,
         help=f"refuse images with more pixels, as decompression bombs (default {DEFAULT_MAX_PIXELS})",
+    )
+    parser.add_argument(
+        "--refine-existing",
+        action="store_true",
+        help="annotations that already carry a `segmentation` (RLE or polygons) are refined by "
+        "the model started from that mask instead of segmented from their box (ids, fields and "
+        "order kept; the mask is replaced by the refined one). Needs the embedded default or a "
+        "crop-learner checkpoint",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     speed = parser.add_argument_group(
@@ -161,6 +170,7 @@ def run(args) -> int:
             max_pixels=args.max_pixels,
             progress=not args.no_progress,
             batch_images=args.batch_images,
+            refine_existing=args.refine_existing,
         )
     except (SegmentError, OSError) as err:  # OSError: e.g. disk full while writing a part file
         print(f"box2mask segment: error: {err}", file=sys.stderr)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from box2mask.cli import main as cli_main
-from box2mask.rle import decode_rle
+from box2mask.rle import decode_rle, decode_segmentation, encode_rle
 from tests.torchrun_helpers import launch_env, rank_pid, torchrun_cmd
 
 
@@ -173,6 +173,104 @@ def test_disk_full_while_writing_keeps_the_work_and_a_rerun_finishes(tmp_path, c
     code, err = run_cli(tmp_path, boxes, out, capsys)
     assert code == 0 and "2 images already done" in err  # nothing is segmented twice
     assert all("segmentation" in a for a in json.loads(out.read_text())["annotations"])
+
+
+def _rectangle(image_index: int, shape) -> np.ndarray:
+    """The red rectangle of make_dataset's image i, as a bool mask."""
+    mask = np.zeros(shape, bool)
+    mask[8:28, 10 + image_index : 36 + image_index] = True
+    return mask
+
+
+def _iou(a, b):
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_refine_existing_starts_from_the_given_masks_and_keeps_ids_fields_order(
+    tmp_path, capsys, monkeypatch
+):
+    """RLE and polygon masks 3 px too large (corners cut) are refined towards the rectangle."""
+    import box2mask
+
+    boxes = make_dataset(tmp_path, n_images=2)
+    coco = json.loads(boxes.read_text())
+    sizes = {im["id"]: (im["height"], im["width"]) for im in coco["images"]}
+    degraded = {}
+    for ann in coco["annotations"]:
+        if ann["category_id"] != 1:
+            continue
+        i = ann["image_id"] - 100
+        x0, y0, x1, y1 = 10 + i - 3, 8 - 3, 36 + i + 3, 28 + 3  # grown by 3 px, an octagon
+        polygon = [x0 + 4, y0, x1 - 4, y0, x1, y0 + 4, x1, y1 - 4, x1 - 4, y1, x0 + 4, y1, x0, y1 - 4, x0, y0 + 4]  # fmt: skip
+        ann["segmentation"] = [[float(v) for v in polygon]]
+        if i == 1:  # the second image's mask as an RLE
+            ann["segmentation"] = encode_rle(
+                decode_segmentation([polygon], *sizes[ann["image_id"]])
+            )
+        degraded[ann["id"]] = ann["segmentation"]
+    boxes.write_text(json.dumps(coco))
+
+    init_calls = []
+    real_build = box2mask.build_predictor
+
+    def recording_build(*args, **kwargs):
+        predictor = real_build(*args, **kwargs)
+        predict = predictor.predict
+
+        def spy(boxes_xyxy, **options):
+            init_calls.append(options.get("init_masks"))
+            return predict(boxes_xyxy, **options)
+
+        predictor.predict = spy
+        return predictor
+
+    monkeypatch.setattr(box2mask, "build_predictor", recording_build)
+    out = tmp_path / "out.json"
+    code, err = run_cli(tmp_path, boxes, out, capsys, "--refine-existing")
+    assert code == 0, err
+    # per image: one call for the plain box, one that starts from the given mask
+    starts = [m for m in init_calls if m is not None]
+    assert len(starts) == 2 and all(m.shape[0] == 1 for m in starts)
+    dst = json.loads(out.read_text())
+    assert [a["id"] for a in dst["annotations"]] == [a["id"] for a in coco["annotations"]]
+    for a_in, a_out in zip(coco["annotations"], dst["annotations"], strict=True):
+        assert {k: a_out[k] for k in a_in if k != "segmentation"} == {
+            k: v for k, v in a_in.items() if k != "segmentation"
+        }
+        assert "box2mask_error" not in a_out and 0.0 <= a_out["score"] <= 1.0
+        if a_in["id"] in degraded:
+            shape = sizes[a_in["image_id"]]
+            target = _rectangle(a_in["image_id"] - 100, shape)
+            before = _iou(decode_segmentation(degraded[a_in["id"]], *shape), target)
+            after = _iou(decode_rle(a_out["segmentation"]), target)
+            assert after > before + 0.1, (before, after)
+
+    # without the flag the given masks are ignored: every box is segmented from the box alone
+    init_calls.clear()
+    code, err = run_cli(tmp_path, boxes, tmp_path / "plain.json", capsys)
+    assert code == 0, err
+    assert all(m is None for m in init_calls)
+
+
+def test_refine_existing_reports_a_bad_segmentation_and_a_model_that_cannot_refine(
+    tmp_path, capsys
+):
+    from box2mask.segment import SegmentError, check_refines
+
+    boxes = make_dataset(tmp_path, n_images=1)
+    coco = json.loads(boxes.read_text())
+    coco["annotations"][0]["segmentation"] = [[1, 2, 3]]  # not a polygon
+    boxes.write_text(json.dumps(coco))
+    code, err = run_cli(tmp_path, boxes, tmp_path / "out.json", capsys, "--refine-existing")
+    name = coco["annotations"][0]["id"]
+    assert code == 1 and f"annotation {name}: bad segmentation" in err
+
+    class BoxOnly:
+        def predict(self, boxes_xyxy, points=None):
+            raise AssertionError("not called")
+
+    with pytest.raises(SegmentError, match="BoxOnly cannot start from a mask"):
+        check_refines(BoxOnly())
 
 
 def _segment_cmd(tmp_path, boxes, out):
