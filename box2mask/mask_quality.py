@@ -27,6 +27,7 @@ import math
 import numpy as np
 import torch
 
+from box2mask.geometry import gather_grid, nearest_pixels
 from box2mask.mask_morphology import fill_holes, largest_component
 
 __all__ = [
@@ -69,13 +70,8 @@ def box_grid(masks, boxes_xyxy, size: int = GRID_SIZE) -> torch.Tensor:
     masks = _tensor(masks, torch.bool)
     n, height, width = masks.shape
     boxes = _tensor(boxes_xyxy, torch.float64).to(masks.device).reshape(n, 4)
-    steps = (torch.arange(size, device=masks.device, dtype=torch.float64) + 0.5) / size
-    xs = boxes[:, 0:1] + steps * (boxes[:, 2:3] - boxes[:, 0:1])  # (N, S) image x
-    ys = boxes[:, 1:2] + steps * (boxes[:, 3:4] - boxes[:, 1:2])
-    cols = xs.floor().long().clamp(0, width - 1)
-    rows = ys.floor().long().clamp(0, height - 1)
-    index = torch.arange(n, device=masks.device)[:, None, None]
-    return masks[index, rows[:, :, None], cols[:, None, :]]
+    rows, cols, _ = nearest_pixels(boxes, size, height, width)
+    return gather_grid(masks, rows, cols)
 
 
 def _area(grid: torch.Tensor) -> torch.Tensor:

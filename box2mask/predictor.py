@@ -25,6 +25,7 @@ from torchvision.ops import roi_align
 from box2mask.box_ops import validate_boxes
 from box2mask.checkpoint import build_model_from_checkpoint, load_checkpoint
 from box2mask.fast_inference import amp_dtype, autocast, image_encoder
+from box2mask.geometry import box_windows, click_discs, grid_coords, paste_windows, window_grid
 from box2mask.levelset import chan_vese_energy, evolve, inscribed_ellipses
 from box2mask.mask_morphology import gaussian_blur
 
@@ -226,9 +227,7 @@ class Box2MaskPredictor:
     def _crop_logits(self, logits: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
         """Sample each box's own (h, w) logit map on an S x S grid covering the box -> (N, S, S)."""
         h, w = logits.shape[-2:]
-        steps = (torch.arange(size, device=boxes.device, dtype=boxes.dtype) + 0.5) / size
-        xs = boxes[:, 0:1] + steps[None] * (boxes[:, 2:3] - boxes[:, 0:1])  # (N, S) image coords
-        ys = boxes[:, 1:2] + steps[None] * (boxes[:, 3:4] - boxes[:, 1:2])
+        xs, ys = grid_coords(boxes, size)  # (N, S) image coordinates
         gx = self._to_grid(xs, 0) / w * 2 - 1
         gy = self._to_grid(ys, 1) / h * 2 - 1
         n = len(boxes)
@@ -278,48 +277,15 @@ class Box2MaskPredictor:
             extra_energy=extra_energy,
         )
 
-    def _pins(self, boxes, size, points, point_labels):
-        """(N, S, S) float: +1 inside a positive click's disc, -1 a negative one's, else 0."""
-        if points is None or len(points) == 0:
-            return None
-        if point_labels is None:
-            raise ValueError("points given without point_labels")
-        points = torch.as_tensor(np.asarray(points, dtype=np.float32), device=self.device)
-        labels = torch.as_tensor(np.asarray(point_labels, dtype=np.float32), device=self.device)
-        if points.shape != (len(labels), 2):
-            raise ValueError(
-                f"points must be (P, 2) with P = len(point_labels), got {points.shape}"
-            )
-        scale = size / (boxes[:, 2:] - boxes[:, :2])  # crop pixels per image pixel (N, 2)
-        grid_points = (points[None] - boxes[:, None, :2]) * scale[:, None]  # (N, P, 2)
-        centres = torch.arange(size, device=self.device, dtype=torch.float32) + 0.5
-        dx = centres[None, None, None, :] - grid_points[..., 0, None, None]
-        dy = centres[None, None, :, None] - grid_points[..., 1, None, None]
-        hit = (dx * dx + dy * dy) <= self.click_radius**2  # (N, P, S, S)
-        return (hit * (2 * labels - 1)[None, :, None, None]).sum(dim=1).clamp(-1, 1)
-
     def _paste(self, probs: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
         """Sample crop probabilities (N, S, S) at each image pixel of its box -> (N, H, W) bool."""
         height, width = self._size
-        n = probs.shape[0]
-        lo = torch.ceil(boxes[:, :2] - 0.5).long()  # first pixel whose centre is in the box
-        hi = torch.ceil(boxes[:, 2:] - 0.5).long().minimum(boxes.new_tensor([width, height]).long())
-        extent = (hi - lo).clamp_min(0)  # (N, 2) window width, height
-        out_w, out_h = max(int(extent[:, 0].max()), 1), max(int(extent[:, 1].max()), 1)
-        xs = lo[:, 0:1] + torch.arange(out_w, device=probs.device) + 0.5  # (N, out_w)
-        ys = lo[:, 1:2] + torch.arange(out_h, device=probs.device) + 0.5
-        gx = (xs - boxes[:, 0:1]) / (boxes[:, 2:3] - boxes[:, 0:1]) * 2 - 1
-        gy = (ys - boxes[:, 1:2]) / (boxes[:, 3:4] - boxes[:, 1:2]) * 2 - 1
-        grid = torch.stack(
-            [gx[:, None, :].expand(n, out_h, out_w), gy[:, :, None].expand(n, out_h, out_w)], -1
-        )
-        sampled = F.grid_sample(probs[:, None], grid.float(), mode="bilinear", align_corners=False)
+        lo, extent = box_windows(boxes, height, width)
+        out_w, out_h = (max(int(v), 1) for v in extent.max(dim=0).values)
+        grid, _, _ = window_grid(boxes, lo, out_h, out_w)
+        sampled = F.grid_sample(probs[:, None], grid, mode="bilinear", align_corners=False)
         inside = (sampled[:, 0] > 0.5).cpu().numpy()
-        masks = np.zeros((n, height, width), dtype=bool)
-        windows = torch.cat([lo, extent], dim=1).cpu().tolist()
-        for i, (x0, y0, w, h) in enumerate(windows):  # copying windows into place, no math
-            masks[i, y0 : y0 + h, x0 : x0 + w] = inside[i, :h, :w]
-        return masks
+        return paste_windows(inside, lo, extent, height, width)
 
     def predict(
         self,
@@ -357,7 +323,7 @@ class Box2MaskPredictor:
                 logits = self.model.decode_prompts(self._features, [prompts])[0]
             probs = self._crop_logits(logits.float(), boxes, size).sigmoid()
         probs = probs.clone()  # leave inference mode for the autograd-based refinement
-        pins = self._pins(boxes, size, points, point_labels)
+        pins = click_discs(points, point_labels, boxes, size, self.click_radius)
         steps = self.refine_steps if steps is None else int(steps)
         if steps > 0:
             probs = self._refine(probs, boxes, size, pins, steps)
