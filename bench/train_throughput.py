@@ -27,10 +27,11 @@ def measure(config: str, image_size: int, batch: int, steps: int, device: str) -
     """Time `steps` training steps of `config` at `image_size` px with `batch` images."""
     import torch
 
+    from box2mask.fast_inference import amp_dtype, resolve_amp
     from box2mask.losses import Box2MaskCriterion
     from box2mask.model import build_model
     from train.config import load_config
-    from train.engine import amp_dtype, build_optimizer, train_one_step
+    from train.engine import build_optimizer, train_one_step
 
     cfg = load_config(REPO / config, {"image_size": image_size, "model.backbone_weights": None})
     dev = torch.device(device)
@@ -40,7 +41,7 @@ def measure(config: str, image_size: int, batch: int, steps: int, device: str) -
         cfg.model.num_classes, cfg.loss, num_decoder_layers=cfg.model.dec_layers
     ).to(dev)
     optimizer = build_optimizer(model, cfg)
-    dtype = amp_dtype(cfg.amp, dev)
+    dtype = amp_dtype(resolve_amp(cfg.amp, dev), dev)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     gen = torch.Generator().manual_seed(0)
     xy = torch.rand(batch, 8, 2, generator=gen) * image_size * 0.6

@@ -11,9 +11,22 @@ import contextlib
 
 import torch
 
-__all__ = ["AMP_CHOICES", "amp_dtype", "autocast", "image_encoder"]
+__all__ = ["AMP_CHOICES", "amp_dtype", "resolve_amp", "autocast", "image_encoder"]
 
 AMP_CHOICES = ("off", "bf16", "fp16")  # "off" = float32
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """A training config's `amp` ("auto" | "fp32" | "bf16" | "fp16") as one of AMP_CHOICES.
+
+    "auto" is bf16 on a CUDA device that supports it, fp16 on other CUDA devices, "off" off
+    CUDA; "fp32" is "off". Other values pass through to `amp_dtype`, which checks them.
+    """
+    if amp == "fp32" or (amp == "auto" and device.type != "cuda"):
+        return "off"
+    if amp == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return amp
 
 
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -75,7 +75,7 @@ class TrainConfig:
     lr_milestones: tuple[float, ...] = (0.889, 0.963)  # step milestones as fractions of iterations
     lr_gamma: float = 0.1  # step-schedule decay factor
     levelset_warmup_steps: int = 100  # projection-only warm-up: level-set terms off before this
-    amp: str = "auto"  # "bf16" | "fp16" | "fp32" | "auto" (CUDA: bf16 or fp16; CPU: fp32)
+    amp: str = "auto"  # "bf16" | "fp16" | "fp32" | "auto" (box2mask.fast_inference.resolve_amp)
     seed: int = 0  # seeds model init, data order and augmentation
     init_checkpoint: str = ""  # fine-tune: start from this checkpoint's model (its architecture
     # and weights; optimizer and step start fresh; a class head of another size starts anew)

@@ -1,4 +1,4 @@
-"""One training step and its parts: optimizer groups, learning-rate schedule, AMP, loss checks.
+"""One training step and its parts: optimizer groups, learning-rate schedule, loss checks.
 
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
@@ -19,7 +19,6 @@ __all__ = [
     "NonFiniteLossError",
     "build_optimizer",
     "lr_factor",
-    "amp_dtype",
     "describe_batch",
     "sample_prompts_per_image",
     "train_one_step",
@@ -73,17 +72,6 @@ def lr_factor(step: int, *, cfg) -> float:
         progress = min(step / max(cfg.iterations, 1), 1.0)
         return warm * 0.5 * (1 + math.cos(math.pi * progress))
     raise ValueError(f"lr_schedule must be 'step' or 'cosine', got {cfg.lr_schedule!r}")
-
-
-def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for config value `amp` on `device`, or None for full fp32."""
-    if amp not in ("auto", "bf16", "fp16", "fp32"):
-        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'fp32', got {amp!r}")
-    if amp == "fp32" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def describe_batch(batch: dict) -> str:

@@ -219,13 +219,13 @@ def train(
     from tqdm import tqdm
 
     from box2mask.checkpoint import load_checkpoint, model_config_from_checkpoint, save_checkpoint
+    from box2mask.fast_inference import amp_dtype, resolve_amp
     from box2mask.losses import Box2MaskCriterion
     from box2mask.model import build_model
     from train.config import ConfigError, flatten_config, save_config
     from train.dataset import CocoBoxDataset, collate_batch
     from train.distributed import all_reduce_mean, all_true, cleanup, init_distributed
     from train.engine import (
-        amp_dtype,
         build_optimizer,
         lr_factor,
         sample_prompts_per_image,
@@ -301,7 +301,7 @@ def train(
     ).to(dist_info.device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg=cfg))
-    autocast_dtype = amp_dtype(cfg.amp, dist_info.device)
+    autocast_dtype = amp_dtype(resolve_amp(cfg.amp, dist_info.device), dist_info.device)
     scaler = torch.amp.GradScaler("cuda") if autocast_dtype == torch.float16 else None
     step = 0
     if resume_from is not None:
