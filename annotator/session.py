@@ -24,6 +24,7 @@ from box2mask.box_ops import BoxError, validate_box
 from box2mask.image_io import load_image
 from box2mask.mask_quality import quality_features, quality_score
 from box2mask.rle import decode_rle, encode_rle
+from box2mask.segment import takes_init_masks
 
 __all__ = ["SMOOTHING_LEVELS", "PredictorService", "AnnotationSession", "match_boxes"]
 
@@ -54,6 +55,11 @@ class PredictorService:
     @property
     def model_version(self) -> str:
         return self._predictor.model_version
+
+    @property
+    def can_refine(self) -> bool:
+        """Whether the model can start from a given mask (`predict(..., init_masks=)`)."""
+        return takes_init_masks(self._predictor)
 
     def prepare(self, image_key: str, image: np.ndarray) -> None:
         """Encode `image` now unless it is already the predictor's current image; the
@@ -257,6 +263,16 @@ class AnnotationSession:
         slot.smoothing = int(np.clip(slot.smoothing + delta, 0, len(SMOOTHING_LEVELS) - 1))
         self._predict([key])
 
+    def refine_mask(self, index: int | None = None) -> None:
+        """Re-run the model on one label started from its current mask (imported, brushed or
+        proposed) instead of from its box: the mask is refined, not replaced."""
+        key = self._key(index)
+        if self.slots[key].mask is None:
+            raise ValueError("this label has no mask to refine: paint one or re-run its box")
+        if not self.service.can_refine:
+            raise ValueError("this model cannot refine a mask (its predict takes no init_masks)")
+        self._predict([key], from_mask=True)
+
     def click(self, x: float, y: float, inside: bool, index: int | None = None) -> None:
         """A positive (inside) or negative click at image pixel (x, y): the box is decoded again
         with every click of this label as a prompt that pins its pixel in or out."""
@@ -388,19 +404,22 @@ class AnnotationSession:
             self.slots[key] = Slot(label=label, mask=mask, shown=shown)
             self.order.append(key)
 
-    def _predict(self, keys: list[int]) -> None:
+    def _predict(self, keys: list[int], from_mask: bool = False) -> None:
         """Decode the boxes of these slots and save the masks: slots without clicks in one call
-        per smoothing level, a slot with clicks alone (its clicks are prompts for its box only)."""
-        plain = [k for k in keys if not self.slots[k].clicks]
+        per smoothing level, a slot with clicks alone (its clicks are prompts for its box only).
+        `from_mask`: each slot alone, the model started from the slot's current mask."""
+        plain = [] if from_mask else [k for k in keys if not self.slots[k].clicks]
         groups = [
             [k for k in plain if self.slots[k].smoothing == level]
             for level in sorted({self.slots[k].smoothing for k in plain})
         ]
-        for group in groups + [[k] for k in keys if self.slots[k].clicks]:
+        for group in groups + [[k] for k in keys if k not in plain]:
             clicks = np.array(self.slots[group[0]].clicks, dtype=np.float64).reshape(-1, 3)
             options = {"smoothing": SMOOTHING_LEVELS[self.slots[group[0]].smoothing]}
             if len(clicks):
                 options.update(points=clicks[:, :2], point_labels=clicks[:, 2].astype(np.int64))
+            if from_mask:
+                options["init_masks"] = self.slots[group[0]].mask.full()[None]
             boxes = np.array([self.slots[k].shown[:4] for k in group], dtype=np.float64)
             masks, scores = self.service.predict(self.image_key, self.image, boxes, **options)
             # the label's score is the review-queue quality: the model's own score times the
@@ -413,12 +432,18 @@ class AnnotationSession:
                     box_xyxy=[float(x0), float(y0), float(x1), float(y1)],
                     class_name=name,
                     mask_rle=encode_rle(mask),
-                    source="human-corrected" if self.slots[k].clicks else "model",
+                    source=self._model_source(k, from_mask),
                     model_version=self.service.model_version,
                     verified=False,
                     score=float(score),
                 )
                 self._write(k, label, mask=mask)
+
+    def _model_source(self, key: int, from_mask: bool) -> str:
+        """A model mask is "model" unless a person shaped it: clicks, or refining their mask."""
+        label = self.slots[key].label
+        started_from_person = from_mask and label is not None and label.source != "model"
+        return "human-corrected" if self.slots[key].clicks or started_from_person else "model"
 
     def _write(self, key: int, target: Label | None, mask=None, record: bool = True) -> None:
         """Make the store hold `target` for this slot (add / update / delete) and remember it."""

@@ -45,6 +45,7 @@ __all__ = [
     "segment_coco",
     "segment_image",
     "check_refines",
+    "takes_init_masks",
     "prepare_work_dir",
     "segment_shard",
     "finish",
@@ -157,12 +158,17 @@ def segment_image(
     return [results[ord_] for ord_, _ in anns]
 
 
+def takes_init_masks(predictor) -> bool:
+    """Whether `predictor.predict` accepts `init_masks` (can refine a given mask)."""
+    parameters = inspect.signature(predictor.predict).parameters
+    return "init_masks" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
+
+
 def check_refines(predictor) -> None:
     """Raise SegmentError unless `predictor.predict` takes `init_masks` (needed to refine)."""
-    parameters = inspect.signature(predictor.predict).parameters
-    if "init_masks" not in parameters and not any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
-    ):
+    if not takes_init_masks(predictor):
         raise SegmentError(
             f"--refine-existing: {type(predictor).__name__} cannot start from a mask (its "
             "predict has no init_masks); use the embedded default or a crop-learner checkpoint"

@@ -258,3 +258,32 @@ def test_clicks_pin_pixels_and_mark_the_label_corrected(env):
     assert session.undo() and decode_rle(store.labels("a.png")[0].mask_rle)[21, 21] == 0
     session.refine(+1)  # after an undo the old clicks are gone: no prompt is resent
     assert "points" not in predictor.last_options
+
+
+def test_refine_starts_from_the_labels_mask_and_is_one_undo_step(env):
+    session, store, predictor = env
+    session.on_boxes_changed([DISC_BOX])
+    session.reject()  # no model mask: paint a rough one by hand, too small and off-centre
+    session.brush(x=36, y=37, radius=9, erase=False)
+    painted = decode_rle(store.labels("a.png")[0].mask_rle)
+    session.refine_mask()
+    start = predictor.last_options["init_masks"]
+    assert start.shape == (1, H, W) and (start[0] == painted).all()  # started from the painting
+    label = store.labels("a.png")[0]
+    refined = decode_rle(label.mask_rle)
+    assert _iou(refined, _disc()) > _iou(painted, _disc()) + 0.2
+    assert label.source == "human-corrected"  # a person's mask, improved by the model
+    assert session.undo() and (decode_rle(store.labels("a.png")[0].mask_rle) == painted).all()
+
+    class BoxesOnly:  # a model whose predict cannot start from a mask
+        model_version = "boxes-only"
+
+        def set_image(self, image):
+            pass
+
+        def predict(self, boxes_xyxy, smoothing=None):
+            raise AssertionError("not called")
+
+    session.reload_predictor(predictor=BoxesOnly())
+    with pytest.raises(ValueError, match="cannot refine"):
+        session.refine_mask()
