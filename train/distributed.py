@@ -1,17 +1,22 @@
-"""torchrun / DDP helpers: one process per device, gloo on CPU, nccl on CUDA.
+"""torchrun / DDP helpers for training: one process per device, gloo on CPU, nccl on CUDA.
 
 Launch several processes with `torchrun --nproc_per_node=N -m box2mask train ...` (or several
 nodes with `--nnodes`, `--node_rank`, `--master_addr`); a plain `box2mask train` is world size 1.
-Only rank 0 writes files (`is_main`).
+Only rank 0 writes files (`is_main`). The launch itself (ranks from the environment, the device,
+the process group) is box2mask.shards', shared with the inference commands.
 """
 
-import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "init_distributed", "cleanup", "all_reduce_mean", "all_true"]
+from box2mask.shards import Ranks, rank_device, start_process_group
+
+__all__ = ["DistInfo", "init_distributed", "all_reduce_mean", "all_true"]
+
+TRAIN_TIMEOUT = timedelta(minutes=30)  # a collective waiting longer fails (torch's default)
 
 
 @dataclass(frozen=True)
@@ -34,29 +39,18 @@ def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group set up by torchrun (RANK / WORLD_SIZE / LOCAL_RANK), if any.
 
     `device`: "cpu", "cuda" or None (CUDA when available). On CUDA each process uses
-    cuda:LOCAL_RANK and nccl; on CPU, gloo.
+    cuda:LOCAL_RANK and nccl; on CPU, gloo. ValueError when CUDA is asked for but absent.
     """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but CUDA is not available")
-        torch.cuda.set_device(local_rank)
-        torch_device = torch.device("cuda", local_rank)
-    else:
-        torch_device = torch.device(device)
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if torch_device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=torch_device)
-
-
-def cleanup() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    ranks = Ranks.from_env()
+    torch_device = torch.device(rank_device(device, ranks.local_rank))
+    if ranks.world_size > 1:
+        start_process_group("nccl" if torch_device.type == "cuda" else "gloo", TRAIN_TIMEOUT)
+    return DistInfo(
+        rank=ranks.rank,
+        world_size=ranks.world_size,
+        local_rank=ranks.local_rank,
+        device=torch_device,
+    )
 
 
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:

@@ -222,9 +222,10 @@ def train(
     from box2mask.fast_inference import amp_dtype, resolve_amp
     from box2mask.losses import Box2MaskCriterion
     from box2mask.model import build_model
+    from box2mask.shards import stop_process_group
     from train.config import ConfigError, flatten_config, save_config
     from train.dataset import CocoBoxDataset, collate_batch
-    from train.distributed import all_reduce_mean, all_true, cleanup, init_distributed
+    from train.distributed import all_reduce_mean, all_true, init_distributed
     from train.engine import (
         build_optimizer,
         lr_factor,
@@ -438,7 +439,7 @@ def train(
         return last_stats
     finally:
         bar.close()
-        cleanup()
+        stop_process_group()
 
 
 def _load_matching_weights(model, state: dict, source: str) -> None:
