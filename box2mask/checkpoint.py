@@ -14,10 +14,10 @@ A checkpoint is a dict saved with torch.save and read with `torch.load(weights_o
 
 import dataclasses
 import os
-import tempfile
 
 import torch
 
+from box2mask.atomic_write import atomic_write
 from box2mask.config import ModelConfig
 
 __all__ = [
@@ -47,7 +47,7 @@ def save_checkpoint(
     extra: dict | None = None,
     kind: str = "box2mask-t",
 ) -> None:
-    """Write a checkpoint atomically (temporary file in the same folder, then os.replace).
+    """Write a checkpoint atomically (`box2mask.atomic_write`).
 
     model_config: the model's config dataclass; kind: which model it is (see the module docstring).
     """
@@ -64,19 +64,8 @@ def save_checkpoint(
         "config": config,
         "extra": extra or {},
     }
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from box2mask.atomic_write import atomic_path
 from box2mask.coco_stream import ARRAYS, CocoFormatError, loaded_entries, stream_entries
 from box2mask.shards import snake_rank
 
@@ -217,31 +218,31 @@ def build_index(coco_path, index_path, fingerprint: dict) -> list[str]:
     """
     import ijson
 
-    index_path = Path(index_path)
-    tmp = index_path.with_name(index_path.name + ".tmp")
-    for reader in (stream_entries, loaded_entries):
-        tmp.unlink(missing_ok=True)
+    with atomic_path(index_path) as tmp:
+        for reader in (stream_entries, loaded_entries):
+            tmp.unlink(missing_ok=True)
+            conn = sqlite3.connect(tmp)
+            conn.executescript(_SCHEMA)
+            try:
+                with conn:
+                    _fill_index(conn, reader(coco_path))
+                break
+            except ijson.JSONError as err:  # e.g. NaN/Infinity, not strict JSON: retry with `json`
+                first_error = str(err).splitlines()[0]
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise CocoFormatError(
+                    f"{coco_path}: malformed JSON ({first_error}; {err})"
+                ) from None
+            except CocoFormatError as err:
+                raise CocoFormatError(f"{coco_path}: {err}") from None
+            finally:
+                conn.close()
         conn = sqlite3.connect(tmp)
-        conn.executescript(_SCHEMA)
-        try:
-            with conn:
-                _fill_index(conn, reader(coco_path))
-            break
-        except ijson.JSONError as err:  # e.g. NaN/Infinity, not strict JSON: retry with `json`
-            first_error = str(err).splitlines()[0]
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CocoFormatError(f"{coco_path}: malformed JSON ({first_error}; {err})") from None
-        except CocoFormatError as err:
-            raise CocoFormatError(f"{coco_path}: {err}") from None
-        finally:
-            conn.close()
-    conn = sqlite3.connect(tmp)
-    with conn:
-        problems = _link_annotations(conn)
-        problems += _check_ids_and_categories(conn)
-        conn.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (json.dumps(fingerprint),))
-    conn.close()
-    os.replace(tmp, index_path)
+        with conn:
+            problems = _link_annotations(conn)
+            problems += _check_ids_and_categories(conn)
+            conn.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (json.dumps(fingerprint),))
+        conn.close()
     return problems
 
 
@@ -393,40 +394,37 @@ def write_coco(conn: sqlite3.Connection, out_path) -> None:
     ).fetchone()[0]
     if missing:
         raise RuntimeError(f"{missing} annotations have no result yet; cannot write the output")
-    out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    try:
+    with atomic_path(out_path) as tmp:
         _write_stream(conn, tmp)
-        os.replace(tmp, out_path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
-def _write_stream(conn: sqlite3.Connection, tmp: Path) -> None:
-    """Write the merged COCO JSON to `tmp`, one record per line, and fsync it."""
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("{")
-        tops = conn.execute("SELECT key, value FROM top ORDER BY pos").fetchall()
-        for i, (key, value) in enumerate(tops):
-            f.write(("," if i else "") + "\n" + json.dumps(key) + ": ")
-            if value is not None:
-                f.write(value)
-                continue
-            if key == "images":
-                lines = (r for (r,) in conn.execute("SELECT record FROM images ORDER BY idx"))
-            else:
-                lines = (
-                    _merged_annotation(record, seg, score, ann_error or res_error)
-                    for record, seg, score, ann_error, res_error in conn.execute(
-                        "SELECT anns.record, results.segmentation, results.score, anns.error, "
-                        "results.error FROM anns LEFT JOIN results USING (ord) ORDER BY ord"
-                    )
+def _write_stream(conn: sqlite3.Connection, path: Path) -> None:
+    """Write the merged COCO JSON to `path`, one record per line."""
+    with open(path, "w", encoding="utf-8") as f:
+        _write_records(conn, f)
+
+
+def _write_records(conn: sqlite3.Connection, f) -> None:
+    """The merged COCO JSON into the text file `f` (see `write_output`)."""
+    f.write("{")
+    tops = conn.execute("SELECT key, value FROM top ORDER BY pos").fetchall()
+    for i, (key, value) in enumerate(tops):
+        f.write(("," if i else "") + "\n" + json.dumps(key) + ": ")
+        if value is not None:
+            f.write(value)
+            continue
+        if key == "images":
+            lines = (r for (r,) in conn.execute("SELECT record FROM images ORDER BY idx"))
+        else:
+            lines = (
+                _merged_annotation(record, seg, score, ann_error or res_error)
+                for record, seg, score, ann_error, res_error in conn.execute(
+                    "SELECT anns.record, results.segmentation, results.score, anns.error, "
+                    "results.error FROM anns LEFT JOIN results USING (ord) ORDER BY ord"
                 )
-            f.write("[")
-            for j, line in enumerate(lines):
-                f.write(("," if j else "") + "\n" + line)
-            f.write("\n]")
-        f.write("\n}\n")
-        f.flush()
-        os.fsync(f.fileno())
+            )
+        f.write("[")
+        for j, line in enumerate(lines):
+            f.write(("," if j else "") + "\n" + line)
+        f.write("\n]")
+    f.write("\n}\n")

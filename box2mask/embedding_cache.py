@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from box2mask.atomic_write import atomic_write
+
 __all__ = ["EmbeddingCache", "image_key"]
 
 
@@ -59,10 +61,9 @@ class EmbeddingCache:
     def put(self, key: str, state: dict) -> None:
         """Store `state` (a dict of tensors / numbers / tuples) and evict old entries if needed."""
         path = self._path(key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         cpu_state = {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in state.items()}
-        torch.save(cpu_state, tmp)
-        os.replace(tmp, path)
+        with atomic_write(path, "wb") as f:
+            torch.save(cpu_state, f)
         self._evict()
 
     def size_bytes(self) -> int:

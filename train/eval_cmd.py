@@ -13,6 +13,8 @@ import math
 import sys
 from pathlib import Path
 
+from box2mask.atomic_write import write_text_atomic
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -104,8 +106,6 @@ def run(args) -> int:
     name = f"{Path(args.data).name}, split {args.split or 'all'}, {predictor.model_version}"
     print(format_report(name, ap, prompts))
     if args.json:
-        out = Path(args.json)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(json.dumps({"mask_ap": ap, "box_prompts": prompts}, indent=2))
-        tmp.replace(out)
+        payload = {"mask_ap": ap, "box_prompts": prompts}
+        write_text_atomic(args.json, json.dumps(payload, indent=2))
     return 0

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from box2mask.atomic_write import write_text_atomic
 from box2mask.labels.coco import labelled_image_size
 from box2mask.rle import rle_area
 
@@ -131,9 +132,7 @@ def export_training_data(
         digest.update(text.encode())
         folder = out / split
         folder.mkdir(exist_ok=True)
-        tmp = folder / "annotations.json.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, folder / "annotations.json")
+        write_text_atomic(folder / "annotations.json", text)
         link = folder / "images"
         if link.is_symlink() or link.exists():
             link.unlink()

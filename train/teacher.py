@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from box2mask.atomic_write import write_text_atomic
 from box2mask.image_io import load_image
 from box2mask.rle import encode_rle
 
@@ -63,9 +64,7 @@ def load_or_compute_teacher_masks(
     path = Path(path)
     if is_main and not path.is_file():
         masks = compute_teacher_masks(dataset, skip_masked=skip_masked, progress=progress)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({str(k): v for k, v in masks.items()}))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps({str(k): v for k, v in masks.items()}))
     if barrier is not None:
         barrier()
     stored = json.loads(path.read_text())

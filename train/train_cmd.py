@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from box2mask.atomic_write import write_text_atomic
+
 __all__ = ["add_arguments", "run", "train"]
 
 
@@ -184,9 +186,7 @@ def _drop_metrics_after(path: Path, step: int) -> None:
     lines = path.read_text().splitlines(keepends=True)
     kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
     if len(kept) != len(lines):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(kept))
 
 
 def _prompt_seeds(cfg, step: int, image_ids: list[int]) -> list[int]:
