@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from box2mask.image_io import load_image
 from box2mask.metrics import MaskQualityEvaluator
+from box2mask.rle import decode_segmentation
 
 __all__ = ["load_dataset", "spearman", "evaluate_predictors", "evaluate_predictor"]
 
@@ -42,10 +42,7 @@ def load_dataset(
     for im in images:
         instances = []
         for ann in by_image.get(im["id"], []):
-            rle = ann["segmentation"]
-            if isinstance(rle, list):  # polygons
-                rle = mask_utils.merge(mask_utils.frPyObjects(rle, im["height"], im["width"]))
-            gt = mask_utils.decode(rle).astype(bool)
+            gt = decode_segmentation(ann["segmentation"], im["height"], im["width"])
             ys, xs = np.nonzero(gt)
             if len(xs) == 0:
                 continue

@@ -17,7 +17,7 @@ import torch
 
 from box2mask.box_ops import xywh_to_xyxy
 from box2mask.image_io import load_image
-from box2mask.rle import decode_rle
+from box2mask.rle import decode_rle, decode_segmentation
 from train.augment import random_scale_crop_flip, resize_long_side
 
 __all__ = ["DatasetError", "CocoBoxDataset", "collate_batch", "load_gt_masks"]
@@ -223,17 +223,9 @@ def load_gt_masks(
 
 
 def _decode_segmentation(seg, height: int, width: int, source=None) -> np.ndarray:
-    """A COCO `segmentation` (polygons or RLE) -> (H, W) bool; DatasetError naming `source`
-    when it does not fit the image."""
-    if isinstance(seg, list):  # polygons
-        from pycocotools import mask as mask_utils
-
-        mask = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, height, width)))
-    else:
-        mask = decode_rle(seg)
-    if mask.shape != (height, width):
-        raise DatasetError(
-            f"{source or 'annotations'}: a segmentation of size {mask.shape} on an image of size "
-            f"{(height, width)}"
-        )
-    return mask.astype(bool)
+    """A COCO `segmentation` (polygons or RLE) -> (H, W) bool (`box2mask.rle.decode_segmentation`);
+    DatasetError naming `source` when it is malformed or does not fit the image."""
+    try:
+        return decode_segmentation(seg, height, width)
+    except ValueError as err:
+        raise DatasetError(f"{source or 'annotations'}: {err}") from None
