@@ -22,7 +22,8 @@ boundary can change.
 
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
+
+from box2mask.rle import decode_segmentation
 
 __all__ = ["mask_to_polygons", "polygons_to_mask"]
 
@@ -75,8 +76,4 @@ def mask_to_polygons(mask: np.ndarray, tolerance_px: float = 0.0) -> list[list[f
 
 def polygons_to_mask(polygons: list[list[float]], height: int, width: int) -> np.ndarray:
     """COCO polygons -> (H, W) bool mask, rasterised by pycocotools (as every COCO reader does)."""
-    polygons = [p for p in polygons if len(p) >= 6]
-    if not polygons:
-        return np.zeros((height, width), dtype=bool)
-    rles = mask_utils.frPyObjects(polygons, height, width)
-    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
+    return decode_segmentation([list(p) for p in polygons if len(p) >= 6], height, width)
