@@ -38,7 +38,11 @@ def measure(config: str, image_size: int, batch: int, steps: int, device: str) -
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev).train()
     criterion = Box2MaskCriterion(
-        cfg.model.num_classes, cfg.loss, num_decoder_layers=cfg.model.dec_layers
+        cfg.model.num_classes,
+        cfg.loss,
+        num_decoder_layers=cfg.model.dec_layers,
+        pixel_mean=cfg.model.pixel_mean,
+        pixel_std=cfg.model.pixel_std,
     ).to(dev)
     optimizer = build_optimizer(model, cfg)
     dtype = amp_dtype(resolve_amp(cfg.amp, dev), dev)

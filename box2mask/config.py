@@ -6,7 +6,11 @@ single fields with flat dotted keys (`model.num_queries: 20`, see train/config.p
 
 from dataclasses import dataclass
 
-__all__ = ["ModelConfig", "LossConfig"]
+__all__ = ["MASK_STRIDE", "ModelConfig", "LossConfig"]
+
+# Input pixels per mask-grid pixel: masks are predicted on the pixel decoder's finest level, the
+# backbone's stride-4 map (fixed by the architecture, so not a config field).
+MASK_STRIDE = 4
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from box2mask.config import LossConfig
+from box2mask.config import MASK_STRIDE, LossConfig, ModelConfig
 from box2mask.feature_smoothing import bilateral_smooth
 from box2mask.lcm import lcm_affinity, lcm_loss
 from box2mask.levelset import box_masks_from_boxes, chan_vese_energy
@@ -27,7 +27,6 @@ from box2mask.projection import projection_dice_loss
 
 __all__ = ["Box2MaskCriterion", "build_weight_dict", "sample_prompts", "MASK_STRIDE"]
 
-MASK_STRIDE = 4  # input pixels per mask-grid pixel
 MASK_TERMS = ("proj", "levelset_img", "levelset_feat", "lcm", "mask_bce", "mask_dice")
 
 
@@ -132,7 +131,17 @@ class Box2MaskCriterion(nn.Module):
     total = sum(weight_dict[k] * losses[k] for k in losses).
     """
 
-    def __init__(self, num_classes: int, cfg: LossConfig, num_decoder_layers: int = 9):
+    def __init__(
+        self,
+        num_classes: int,
+        cfg: LossConfig,
+        num_decoder_layers: int = 9,
+        *,
+        pixel_mean: tuple[float, float, float] = ModelConfig.pixel_mean,
+        pixel_std: tuple[float, float, float] = ModelConfig.pixel_std,
+    ):
+        """`pixel_mean` / `pixel_std`: the model config's, to normalise the image for the
+        level-set energy as the model normalises its input."""
         super().__init__()
         self.num_classes = num_classes
         self.cfg = cfg
@@ -141,12 +150,8 @@ class Box2MaskCriterion(nn.Module):
         class_weight = torch.ones(num_classes + 1)
         class_weight[-1] = cfg.no_object_weight
         self.register_buffer("class_weight", class_weight, persistent=False)
-        self.register_buffer(
-            "pixel_mean", torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1), False
-        )
-        self.register_buffer(
-            "pixel_std", torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1), False
-        )
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), False)
 
     # ---- per-batch context shared by every decoder layer ----
     def image_context(self, images: torch.Tensor, mask_features: torch.Tensor) -> dict:

@@ -7,6 +7,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from box2mask.config import MASK_STRIDE
 from box2mask.projection import projection_dice_cost
 
 __all__ = ["HungarianMatcher"]
@@ -15,7 +16,9 @@ __all__ = ["HungarianMatcher"]
 class HungarianMatcher(nn.Module):
     """One-to-one assignment of queries to GT boxes, per image, minimising the total cost."""
 
-    def __init__(self, cost_class: float = 2.0, cost_proj: float = 5.0, mask_stride: int = 4):
+    def __init__(
+        self, cost_class: float = 2.0, cost_proj: float = 5.0, mask_stride: int = MASK_STRIDE
+    ):
         super().__init__()
         self.cost_class = cost_class  # weight of -p(class)
         self.cost_proj = cost_proj  # weight of the projection dice cost

@@ -24,14 +24,13 @@ from torchvision.ops import roi_align
 
 from box2mask.box_ops import validate_boxes
 from box2mask.checkpoint import build_model_from_checkpoint, load_checkpoint
+from box2mask.config import MASK_STRIDE
 from box2mask.fast_inference import amp_dtype, autocast, image_encoder
 from box2mask.geometry import box_windows, click_discs, grid_coords, paste_windows, window_grid
 from box2mask.levelset import chan_vese_energy, evolve, inscribed_ellipses
 from box2mask.mask_morphology import gaussian_blur
 
 __all__ = ["Box2MaskPredictor"]
-
-STRIDE = 4  # input pixels per mask-grid pixel
 
 
 def _item(batch: torch.Tensor, j: int, n: int) -> torch.Tensor:
@@ -222,7 +221,7 @@ class Box2MaskPredictor:
 
     def _to_grid(self, xs: torch.Tensor, axis: int) -> torch.Tensor:
         """Image coordinates along x (axis 0) or y (axis 1) -> mask-grid coordinates."""
-        return xs * self._scale[axis] / STRIDE
+        return xs * self._scale[axis] / MASK_STRIDE
 
     def _crop_logits(self, logits: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
         """Sample each box's own (h, w) logit map on an S x S grid covering the box -> (N, S, S)."""
@@ -242,7 +241,7 @@ class Box2MaskPredictor:
         rois = torch.cat([boxes.new_zeros(len(boxes), 1), boxes], dim=1)
         image = roi_align(self._image, rois, output_size=size, sampling_ratio=2, aligned=True)
         mask_features = self._features["mask_features"].float()
-        feat_boxes = boxes * boxes.new_tensor([self._scale[0], self._scale[1]] * 2) / STRIDE
+        feat_boxes = boxes * boxes.new_tensor([self._scale[0], self._scale[1]] * 2) / MASK_STRIDE
         feat_rois = torch.cat([rois[:, :1], feat_boxes], dim=1)
         feats = roi_align(
             mask_features, feat_rois, output_size=size, sampling_ratio=2, aligned=True
@@ -383,7 +382,9 @@ class Box2MaskPredictor:
         # mask grid -> network input (x4) -> drop padding -> original size
         new_h = round(height * self._scale[1])
         new_w = round(width * self._scale[0])
-        up = F.interpolate(logits[None], scale_factor=STRIDE, mode="bilinear", align_corners=False)
+        up = F.interpolate(
+            logits[None], scale_factor=MASK_STRIDE, mode="bilinear", align_corners=False
+        )
         up = up[:, :, :new_h, :new_w]
         masks = F.interpolate(up, size=(height, width), mode="bilinear", align_corners=False)[0] > 0
         nonempty = masks.any(dim=(-2, -1))

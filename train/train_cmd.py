@@ -298,7 +298,11 @@ def train(
     if dist_info.enabled and dist_info.device.type == "cuda":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     criterion = Box2MaskCriterion(
-        cfg.model.num_classes, cfg.loss, num_decoder_layers=cfg.model.dec_layers
+        cfg.model.num_classes,
+        cfg.loss,
+        num_decoder_layers=cfg.model.dec_layers,
+        pixel_mean=cfg.model.pixel_mean,
+        pixel_std=cfg.model.pixel_std,
     ).to(dist_info.device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg=cfg))
