@@ -41,7 +41,8 @@ document.addEventListener("keydown", (e) => {
     else if (k === "y") id = "b2m-redo";
   } else {
     id = {a: "b2m-accept", x: "b2m-reject", n: "b2m-next", p: "b2m-prev", f: "b2m-done",
-          "[": "b2m-less", "]": "b2m-more", b: "b2m-brush-mode", r: "b2m-refine"}[k] || null;
+          "[": "b2m-less", "]": "b2m-more", b: "b2m-brush-mode", r: "b2m-refine",
+          t: "b2m-tighten"}[k] || null;
   }
   const el = id && document.getElementById(id);
   if (el) { e.preventDefault(); el.click(); }
@@ -53,7 +54,7 @@ HELP = (
     "Drag on the image to draw a box (its mask appears when you release); drag a box to move it, "
     "its corners to resize, select it and press Delete to remove it. Keys: **A** accept, "
     "**X** reject mask, **R** refine the mask (start from it, not the box), "
-    "**[ / ]** less / more smoothing, **B** brush add/erase, **Ctrl+Z / Ctrl+Y** "
+    "**T** tighten the box to its mask, **[ / ]** less / more smoothing, **B** brush add/erase, **Ctrl+Z / Ctrl+Y** "
     "undo / redo, **N / P** next / previous image, **F** mark image done."
 )
 
@@ -118,6 +119,7 @@ def build_app(
                     less_btn = gr.Button("Less smoothing ([)", elem_id="b2m-less")
                     more_btn = gr.Button("More smoothing (])", elem_id="b2m-more")
                     refine_btn = gr.Button("Refine mask (R)", elem_id="b2m-refine")
+                    tighten_btn = gr.Button("Tighten box (T)", elem_id="b2m-tighten")
                 with gr.Row():
                     undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="b2m-undo")
                     redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="b2m-redo")
@@ -231,6 +233,7 @@ def build_app(
         action(less_btn, lambda s: s.refine(-1))
         action(more_btn, lambda s: s.refine(+1))
         action(refine_btn, lambda s: s.refine_mask())
+        action(tighten_btn, lambda s: s.tighten())
         action(undo_btn, lambda s: None if s.undo() else "Nothing to undo on this image.")
         action(redo_btn, lambda s: None if s.redo() else "Nothing to redo.")
         action(done_btn, lambda s: s.set_done(True) or "Image marked done.", full=True)

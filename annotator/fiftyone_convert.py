@@ -27,6 +27,7 @@ __all__ = [
     "paste_mask",
     "rle_to_crop",
     "crop_to_rle",
+    "tight_bbox",
 ]
 
 # Absolute coordinates read back from a relative box are rounded to 1e-6 px: this undoes the
@@ -116,3 +117,15 @@ def rle_to_crop(mask_rle: dict, bounding_box) -> np.ndarray:
 def crop_to_rle(mask_crop: np.ndarray, bounding_box, width: int, height: int) -> dict:
     """FiftyOne's box-cropped mask -> full-size COCO RLE (counts as str)."""
     return encode_rle(paste_mask(mask_crop, bounding_box, width, height))
+
+
+def tight_bbox(mask_full: np.ndarray) -> list[float] | None:
+    """Full-size (H, W) mask -> FiftyOne relative [x, y, w, h] of its tight box (the smallest
+    pixel window holding every foreground pixel); None for an empty mask."""
+    mask_full = np.asarray(mask_full, dtype=bool)
+    height, width = mask_full.shape
+    rows, cols = np.flatnonzero(mask_full.any(1)), np.flatnonzero(mask_full.any(0))
+    if rows.size == 0:
+        return None
+    window = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
+    return window_to_bbox(window, width, height)

@@ -19,7 +19,7 @@ import fiftyone as fo
 import fiftyone.core.models as fom
 import numpy as np
 
-from annotator.fiftyone_convert import crop_mask, pixel_window, window_to_bbox
+from annotator.fiftyone_convert import crop_mask, pixel_window, tight_bbox, window_to_bbox
 from box2mask.image_io import to_rgb_uint8
 from box2mask.mask_quality import quality_features, quality_score
 
@@ -150,6 +150,7 @@ class Box2MaskFiftyOneModel(fom.Model, fom.SamplesMixin):
                         label=det.label,
                         bounding_box=bbox,
                         mask=crop_mask(mask, bbox),
+                        tight_bbox=tight_bbox(mask),  # the mask's own box, to review a tightening
                         confidence=float(score),
                         quality=float(q),
                         source="model",

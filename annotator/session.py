@@ -23,7 +23,7 @@ from annotator.store import Label, LabelStore, StaleWriteError
 from box2mask.box_ops import BoxError, validate_box
 from box2mask.image_io import load_image
 from box2mask.mask_quality import quality_features, quality_score
-from box2mask.rle import decode_rle, encode_rle
+from box2mask.rle import decode_rle, encode_rle, rle_area, rle_to_bbox_xywh
 from box2mask.segment import takes_init_masks
 
 __all__ = ["SMOOTHING_LEVELS", "PredictorService", "AnnotationSession", "match_boxes"]
@@ -272,6 +272,15 @@ class AnnotationSession:
         if not self.service.can_refine:
             raise ValueError("this model cannot refine a mask (its predict takes no init_masks)")
         self._predict([key], from_mask=True)
+
+    def tighten(self, index: int | None = None) -> None:
+        """Replace one label's box by its mask's tight box (the mask is kept); undoable."""
+        key = self._key(index)
+        label = self.slots[key].label
+        if label.mask_rle is None or rle_area(label.mask_rle) == 0:
+            raise ValueError("this label has no mask to tighten its box to")
+        x, y, w, h = rle_to_bbox_xywh(label.mask_rle)
+        self._write(key, replace(label, box_xyxy=[x, y, x + w, y + h]))
 
     def click(self, x: float, y: float, inside: bool, index: int | None = None) -> None:
         """A positive (inside) or negative click at image pixel (x, y): the box is decoded again

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from box2mask.atomic_write import atomic_path
 from box2mask.coco_stream import ARRAYS, CocoFormatError, loaded_entries, stream_entries
+from box2mask.rle import rle_to_bbox_xywh
 from box2mask.shards import snake_rank
 
 __all__ = [
@@ -376,6 +377,8 @@ def _merged_annotation(record: str, segmentation, score, error) -> str:
         ann.pop("box2mask_error", None)
         ann["segmentation"] = json.loads(segmentation)
         ann["score"] = score
+        # the mask's tight box beside the original `bbox`, so a tightening can be reviewed
+        ann["box2mask_tight_bbox"] = rle_to_bbox_xywh(ann["segmentation"])
     else:
         ann["box2mask_error"] = error
     return json.dumps(ann, separators=(",", ":"))
@@ -385,7 +388,7 @@ def write_coco(conn: sqlite3.Connection, out_path) -> None:
     """Write the output COCO file atomically (temp file + rename), streaming from the index.
 
     Every top-level entry and record of the input is kept in order; an annotation gains
-    `segmentation` (RLE) and `score`, or, when it failed, keeps its fields and gains
+    `segmentation` (RLE), `score` and `box2mask_tight_bbox` (the mask's tight XYWH box), or, when it failed, keeps its fields and gains
     `box2mask_error`. Raises RuntimeError if an annotation has neither a result nor an error.
     """
     missing = conn.execute(

@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "Every annotation of IN.json is written to OUT.json with its id and all its fields, plus\n"
-        "`segmentation` (COCO RLE, counts as a string) and `score`. An annotation that fails (bad\n"
+        "`segmentation` (COCO RLE, counts as a string), `score` and `box2mask_tight_bbox` (the\n"
+        "mask's tight XYWH box; `bbox` is kept as it was). An annotation that fails (bad\n"
         "image, bad box) is written unchanged plus `box2mask_error`, reported on stderr, and the\n"
         "exit status is 1. A killed run resumes from OUT.json.partial/ when rerun with the same\n"
         "arguments. Under `torchrun --nproc-per-node N` each process segments its share of images."

@@ -192,7 +192,9 @@ def segment_masks(path) -> dict:
     anns = json.loads(path.read_text())["annotations"]
     out = {}
     for ann in anns:
-        assert set(ann) == {"id", "image_id", "category_id", "bbox", "segmentation", "score"}
+        assert set(ann) == {
+            "id", "image_id", "category_id", "bbox", "segmentation", "score", "box2mask_tight_bbox"
+        }  # fmt: skip
         assert isinstance(ann["segmentation"]["counts"], str) and 0 <= ann["score"] <= 1
         out[ann["id"]] = decode_rle(ann["segmentation"]).ravel()
     return out

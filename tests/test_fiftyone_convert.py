@@ -108,3 +108,13 @@ def test_paste_resizes_a_mismatched_crop_with_nearest_neighbour():
         paste_mask(crop[:, :, None], xyxy_to_bbox([2, 2, 6, 6], W, H), W, H), full
     )
     assert not paste_mask(crop, [1.5, 0.0, 0.2, 0.2], W, H).any()
+
+
+def test_tight_bbox_is_the_masks_pixel_window():
+    from annotator.fiftyone_convert import tight_bbox
+
+    mask = np.zeros((40, 50), dtype=bool)
+    mask[5:9, 7:20] = True
+    mask[30, 3] = True  # a stray pixel widens it
+    assert pixel_window(tight_bbox(mask), 50, 40) == (3, 5, 20, 31)
+    assert tight_bbox(np.zeros((4, 4), dtype=bool)) is None

@@ -82,7 +82,7 @@ def test_round_trip_keeps_everything_and_writes_masks_inside_boxes(tmp_path, cap
     sizes = {im["id"]: (im["height"], im["width"]) for im in src["images"]}
     for a_in, a_out in zip(src["annotations"], dst["annotations"], strict=True):
         assert {k: a_out[k] for k in a_in} == a_in  # every input field unchanged
-        assert set(a_out) == set(a_in) | {"segmentation", "score"}
+        assert set(a_out) == set(a_in) | {"segmentation", "score", "box2mask_tight_bbox"}
         assert isinstance(a_out["segmentation"]["counts"], str)
         mask = decode_rle(a_out["segmentation"])
         assert mask.shape == sizes[a_in["image_id"]]
@@ -90,6 +90,10 @@ def test_round_trip_keeps_everything_and_writes_masks_inside_boxes(tmp_path, cap
         inside = np.zeros_like(mask)
         inside[math.floor(y) : math.ceil(y + h), math.floor(x) : math.ceil(x + w)] = True
         assert mask.any() and not (mask & ~inside).any()
+        # the tight box: the smallest pixel window holding the mask, beside the original bbox
+        ys, xs = np.nonzero(mask)
+        tight = [xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min()]
+        assert a_out["box2mask_tight_bbox"] == [float(v) for v in tight]
         assert 0.0 <= a_out["score"] <= 1.0
     # the loose box around the red rectangle gets the rectangle (IoU > 0.8)
     for a_out in dst["annotations"]:

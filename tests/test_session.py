@@ -287,3 +287,23 @@ def test_refine_starts_from_the_labels_mask_and_is_one_undo_step(env):
     session.reload_predictor(predictor=BoxesOnly())
     with pytest.raises(ValueError, match="cannot refine"):
         session.refine_mask()
+
+
+def test_tighten_replaces_the_box_by_the_masks_tight_box_and_undo_restores_it(env):
+    session, store, _ = env
+    session.on_boxes_changed([_box(14, 16, 66, 64)])  # loose around the disc
+    before = store.labels("a.png")[0]
+    mask = decode_rle(before.mask_rle)
+    ys, xs = np.nonzero(mask)
+    session.tighten()
+    label = store.labels("a.png")[0]
+    tight = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    assert label.box_xyxy == [float(v) for v in tight] and label.box_xyxy != before.box_xyxy
+    assert label.mask_rle == before.mask_rle  # the mask is kept as it was
+    (shown,) = session.annotator_boxes()
+    assert [shown[k] for k in ("xmin", "ymin", "xmax", "ymax")] == tight
+    assert session.on_boxes_changed(session.annotator_boxes()) is False  # the UI's echo
+    assert session.undo() and store.labels("a.png")[0].box_xyxy == before.box_xyxy
+    session.reject()
+    with pytest.raises(ValueError, match="no mask"):
+        session.tighten()
