@@ -3,8 +3,10 @@
 The Gradio file (app.py) only wires widgets to these methods. A session shows one image at a time;
 its labels live in "slots" (one per box on screen, in display order) holding the stored Label and
 its decoded mask. Every action writes to the label store at once and is recorded as (slot, label
-before, label after) so it can be undone and redone; undo and redo are ordinary store writes, so a
-stale revision (another tab changed the label) is refused there too.
+before, label after, prompt before, prompt after) so it can be undone and redone one step at a
+time: every box, click, brush disc, smoothing change, refine and tighten is its own step, and
+undoing a click also takes that click out of the prompt. Undo and redo are ordinary store writes,
+so a stale revision (another tab changed the label) is refused there too.
 
 Model calls go through one shared `PredictorService`: the image is encoded once (`set_image`) and
 cached until another image (or another tab's image) needs the model; only new or moved boxes are
@@ -108,12 +110,23 @@ class Slot:
     shown: tuple | None = None  # (xmin, ymin, xmax, ymax, class) as last sent to the UI
     clicks: list = field(default_factory=list)  # [(x, y, 1 inside | 0 outside)] image pixels
 
+    @property
+    def prompt(self) -> tuple:
+        """(clicks, smoothing): what the model is asked with, saved by each undo step."""
+        return tuple(self.clicks), self.smoothing
+
+    def set_prompt(self, prompt: tuple) -> None:
+        clicks, self.smoothing = prompt
+        self.clicks = list(clicks)
+
 
 @dataclass
 class Change:
     slot: int  # slot key
     before: Label | None  # label content before the action (None: did not exist)
     after: Label | None  # label content after the action (None: deleted)
+    prompt_before: tuple = ((), DEFAULT_SMOOTHING)  # the slot's (clicks, smoothing) before
+    prompt_after: tuple = ((), DEFAULT_SMOOTHING)  # ... and after the action
 
 
 def match_boxes(
@@ -260,8 +273,9 @@ class AnnotationSession:
         """Re-run the model on one box with more (+1) or less (-1) smoothing."""
         key = self._key(index)
         slot = self.slots[key]
+        before = slot.prompt
         slot.smoothing = int(np.clip(slot.smoothing + delta, 0, len(SMOOTHING_LEVELS) - 1))
-        self._predict([key])
+        self._predict_prompted(key, before)
 
     def refine_mask(self, index: int | None = None) -> None:
         """Re-run the model on one label started from its current mask (imported, brushed or
@@ -286,8 +300,9 @@ class AnnotationSession:
         """A positive (inside) or negative click at image pixel (x, y): the box is decoded again
         with every click of this label as a prompt that pins its pixel in or out."""
         key = self._key(index)
+        before = self.slots[key].prompt
         self.slots[key].clicks.append((float(x), float(y), int(bool(inside))))
-        self._predict([key])
+        self._predict_prompted(key, before)
 
     def brush(
         self, x: float, y: float, radius: float, erase: bool, index: int | None = None
@@ -413,10 +428,22 @@ class AnnotationSession:
             self.slots[key] = Slot(label=label, mask=mask, shown=shown)
             self.order.append(key)
 
-    def _predict(self, keys: list[int], from_mask: bool = False) -> None:
+    def _predict_prompted(self, key: int, prompt_before: tuple) -> None:
+        """Decode one slot whose prompt just changed from `prompt_before`: one undo step that
+        restores both the mask and the prompt. A failed decode puts the prompt back."""
+        try:
+            self._predict([key], prompt_before=prompt_before)
+        except BaseException:
+            self.slots[key].set_prompt(prompt_before)
+            raise
+
+    def _predict(
+        self, keys: list[int], from_mask: bool = False, prompt_before: tuple | None = None
+    ) -> None:
         """Decode the boxes of these slots and save the masks: slots without clicks in one call
         per smoothing level, a slot with clicks alone (its clicks are prompts for its box only).
-        `from_mask`: each slot alone, the model started from the slot's current mask."""
+        `from_mask`: each slot alone, the model started from the slot's current mask.
+        `prompt_before`: the slot's prompt before the action (one key only), for its undo step."""
         plain = [] if from_mask else [k for k in keys if not self.slots[k].clicks]
         groups = [
             [k for k in plain if self.slots[k].smoothing == level]
@@ -446,7 +473,7 @@ class AnnotationSession:
                     verified=False,
                     score=float(score),
                 )
-                self._write(k, label, mask=mask)
+                self._write(k, label, mask=mask, prompt_before=prompt_before)
 
     def _model_source(self, key: int, from_mask: bool) -> str:
         """A model mask is "model" unless a person shaped it: clicks, or refining their mask."""
@@ -454,8 +481,16 @@ class AnnotationSession:
         started_from_person = from_mask and label is not None and label.source != "model"
         return "human-corrected" if self.slots[key].clicks or started_from_person else "model"
 
-    def _write(self, key: int, target: Label | None, mask=None, record: bool = True) -> None:
-        """Make the store hold `target` for this slot (add / update / delete) and remember it."""
+    def _write(
+        self,
+        key: int,
+        target: Label | None,
+        mask=None,
+        record: bool = True,
+        prompt_before: tuple | None = None,
+    ) -> None:
+        """Make the store hold `target` for this slot (add / update / delete) and remember it
+        as one undo step, with the slot's prompt before (default: unchanged) and after."""
         slot = self.slots[key]
         current = slot.label
         try:
@@ -472,7 +507,9 @@ class AnnotationSession:
             self._load_labels()  # show what the store holds now
             raise
         if record:
-            self.undo_stack.append(Change(key, before=current, after=saved))
+            prompt_before = slot.prompt if prompt_before is None else prompt_before
+            change = Change(key, current, saved, prompt_before, prompt_after=slot.prompt)
+            self.undo_stack.append(change)
             self.redo_stack.clear()
             if len(self.undo_stack) > UNDO_LIMIT:
                 del self.undo_stack[:-UNDO_LIMIT]
@@ -510,7 +547,10 @@ class AnnotationSession:
             target.clear()
             raise
         target.append(change)
-        self.slots[change.slot].clicks.clear()  # undo/redo also forget the label's prompt clicks
+        # the prompt comes back with the mask: a click after an undo resends the earlier clicks
+        self.slots[change.slot].set_prompt(
+            change.prompt_before if use_before else change.prompt_after
+        )
         alive = self.slots[change.slot].label is not None
         if alive and change.slot not in self.order:
             self.order.append(change.slot)

@@ -256,8 +256,46 @@ def test_clicks_pin_pixels_and_mark_the_label_corrected(env):
     assert label.source == "human-corrected" and label.revision == 3
     assert predictor.last_options["point_labels"].tolist() == [0, 1]  # every click is resent
     assert session.undo() and decode_rle(store.labels("a.png")[0].mask_rle)[21, 21] == 0
-    session.refine(+1)  # after an undo the old clicks are gone: no prompt is resent
-    assert "points" not in predictor.last_options
+    session.refine(+1)  # the undone click left the prompt; the first click is still sent
+    assert predictor.last_options["point_labels"].tolist() == [0]
+
+
+def test_undo_after_three_clicks_removes_the_third_only_to_the_pixel(env):
+    session, store, predictor = env
+    session.on_boxes_changed([_box(20, 20, 60, 60)])
+    masks = []
+    for x, y, inside in [(40.5, 40.5, False), (21.5, 21.5, True), (58.5, 58.5, True)]:
+        session.click(x, y, inside=inside)
+        masks.append(store.labels("a.png")[0].mask_rle)
+    assert len({m["counts"] for m in masks}) == 3  # each click changed the mask
+    assert session.undo()
+    label = store.labels("a.png")[0]
+    assert (decode_rle(label.mask_rle) == decode_rle(masks[1])).all()  # the second click's mask
+    assert label.source == "human-corrected"
+    session.click(58.5, 21.5, inside=True)  # a new third click: the first two are resent
+    assert predictor.last_options["points"].tolist() == [[40.5, 40.5], [21.5, 21.5], [58.5, 21.5]]
+    assert session.undo() and session.undo() and session.undo()  # back before any click
+    assert decode_rle(store.labels("a.png")[0].mask_rle)[40, 40]
+    assert session.redo()  # the first click again, and only it
+    assert (decode_rle(store.labels("a.png")[0].mask_rle) == decode_rle(masks[0])).all()
+    session.refine(+1)
+    assert predictor.last_options["point_labels"].tolist() == [0]
+
+
+def test_smoothing_change_brush_and_refine_are_one_undo_step_each(env):
+    session, store, predictor = env
+    session.on_boxes_changed([DISC_BOX])
+    first = store.labels("a.png")[0].mask_rle
+    session.refine(+1)  # more smoothing
+    smoother = store.labels("a.png")[0].mask_rle
+    session.brush(x=25, y=25, radius=3, erase=False)
+    session.refine_mask()
+    assert len(session.undo_stack) == 4  # the box, the smoothing, the stroke, the refine
+    assert session.undo() and session.undo()  # refine, then stroke
+    assert store.labels("a.png")[0].mask_rle == smoother
+    assert session.undo() and store.labels("a.png")[0].mask_rle == first
+    session.refine(0)  # the smoothing level came back with the undo: the default again
+    assert predictor.last_options["smoothing"] is None
 
 
 def test_refine_starts_from_the_labels_mask_and_is_one_undo_step(env):
