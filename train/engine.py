@@ -4,7 +4,7 @@
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, cfg=cfg))
     stats = train_one_step(model, criterion, batch, optimizer, scaler, ...)
 
-The loop around it (data, resume, checkpoints, logging) is in train/train_cmd.py.
+The loop around it (data, resume, checkpoints, logging) is train/loop.py.
 """
 
 import contextlib
