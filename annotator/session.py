@@ -26,7 +26,7 @@ from box2mask.box_ops import BoxError, validate_box
 from box2mask.image_io import load_image
 from box2mask.mask_quality import quality_features, quality_score
 from box2mask.rle import decode_rle, encode_rle, rle_area, rle_to_bbox_xywh
-from box2mask.segment import takes_init_masks
+from box2mask.segment import refine_options, takes_init_masks
 
 __all__ = ["SMOOTHING_LEVELS", "PredictorService", "AnnotationSession", "match_boxes"]
 
@@ -57,6 +57,11 @@ class PredictorService:
     @property
     def model_version(self) -> str:
         return self._predictor.model_version
+
+    @property
+    def predictor(self):
+        """The current model (read its interface only: calls go through `predict`)."""
+        return self._predictor
 
     @property
     def can_refine(self) -> bool:
@@ -455,7 +460,8 @@ class AnnotationSession:
             if len(clicks):
                 options.update(points=clicks[:, :2], point_labels=clicks[:, 2].astype(np.int64))
             if from_mask:
-                options["init_masks"] = self.slots[group[0]].mask.full()[None]
+                start = self.slots[group[0]].mask.full()[None]
+                options.update(refine_options(self.service.predictor, start))
             boxes = np.array([self.slots[k].shown[:4] for k in group], dtype=np.float64)
             masks, scores = self.service.predict(self.image_key, self.image, boxes, **options)
             # the label's score is the review-queue quality: the model's own score times the

@@ -1,6 +1,6 @@
 """Refining existing masks: GT masks degraded, then refined by `segment --refine-existing`.
 
-    python bench/refine.py --data ../shared/data/balloon [--steps 20,3] [--limit N] [--threads 1]
+    python bench/refine.py --data ../shared/data/balloon [--steps 3,20] [--limit N] [--threads 1]
 
 Every GT mask of the dataset is degraded in one of four ways (polygon simplification at 3 and
 5 px tolerance, as hand-drawn or imported polygons; 2 px erosion; 2 px dilation) and then
@@ -8,25 +8,25 @@ refined by the embedded default started from it, through the same code path as `
 segment --refine-existing` (`box2mask.segment.segment_image`). The prompt box is the tight box of
 the GT mask. One table: mIoU to GT of the degraded masks (start), of the refined masks, the
 change, and how many masks got better / worse by more than 0.01 IoU, for each number of
-evolution steps in `--steps` (the default's own is 20; fewer steps stay closer to the start);
-the last row is the default segmenting from the box alone (no mask to start from), for reference.
+evolution steps in `--steps` (`box2mask.segment.REFINE_STEPS`, 3, is what refining uses; 20 is
+the default's own from a box); the last row is the default segmenting from the box alone (no
+mask to start from), for reference.
 """
 
 import argparse
 import sys
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
 
 from annotator.polygons import mask_to_polygons
-from box2mask.default_segmenter import LevelSetConfig, LevelSetSegmenter
+from box2mask import segment
+from box2mask.default_segmenter import LevelSetSegmenter
 from box2mask.image_io import load_image
 from box2mask.mask_morphology import dilate, erode
 from box2mask.metrics import mask_iou
 from box2mask.rle import decode_rle, decode_segmentation, encode_rle
-from box2mask.segment import segment_image
 from train.box_prompt_eval import load_dataset
 
 # name -> (H, W) bool GT mask -> COCO segmentation of the degraded mask
@@ -40,13 +40,12 @@ BOX_ONLY = "from the box alone (no mask)"
 CHANGED = 0.01  # an IoU change larger than this counts as better / worse
 
 
-def run(data, steps=(20,), limit=None) -> dict:
+def run(data, steps=(segment.REFINE_STEPS,), limit=None) -> dict:
     """{(row name, steps): {"start": [IoU], "refined": [IoU]}} over every GT mask of the
     dataset, refining with the default at each number of evolution `steps`."""
     from tqdm import tqdm
 
     predictor = LevelSetSegmenter()
-    refiners = {n: LevelSetSegmenter(replace(LevelSetConfig(), steps=n)) for n in steps}
     keys = [(name, n) for n in steps for name in DEGRADATIONS] + [
         (BOX_ONLY, predictor.config.steps)
     ]
@@ -58,7 +57,7 @@ def run(data, steps=(20,), limit=None) -> dict:
         height, width = image.shape[:2]
         boxes = [[x0, y0, x1 - x0, y1 - y0] for _, (x0, y0, x1, y1) in instances]
         plain = [(i, {"id": i, "bbox": box}) for i, box in enumerate(boxes)]
-        results = segment_image(predictor, image, plain)
+        results = segment.segment_image(predictor, image, plain)
         for (gt, _), (_, rle, _, _) in zip(instances, results, strict=True):
             rows[keys[-1]]["refined"].append(mask_iou(decode_rle(rle), gt))
         for name, degrade in DEGRADATIONS.items():
@@ -67,8 +66,9 @@ def run(data, steps=(20,), limit=None) -> dict:
                 (i, {"id": i, "bbox": box, "segmentation": seg})
                 for i, (box, seg) in enumerate(zip(boxes, starts, strict=True))
             ]
-            for n, refiner in refiners.items():
-                results = segment_image(refiner, image, anns, refine_existing=True)
+            for n in steps:
+                segment.REFINE_STEPS = n  # what segment --refine-existing passes as `steps`
+                results = segment.segment_image(predictor, image, anns, refine_existing=True)
                 for (gt, _), seg, (*_, rle, _, error) in zip(
                     instances, starts, results, strict=True
                 ):
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="dataset folder (annotations.json, images/)")
     parser.add_argument(
-        "--steps", default="20,3", help="evolution steps of the refinement, comma-separated"
+        "--steps", default="3,20", help="evolution steps of the refinement, comma-separated"
     )
     parser.add_argument("--limit", type=int, default=None, help="first N images only")
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenCV threads")

@@ -247,7 +247,7 @@ def test_refine_existing_starts_from_the_given_masks_and_keeps_ids_fields_order(
             target = _rectangle(a_in["image_id"] - 100, shape)
             before = _iou(decode_segmentation(degraded[a_in["id"]], *shape), target)
             after = _iou(decode_rle(a_out["segmentation"]), target)
-            assert after > before + 0.1, (before, after)
+            assert after > before + 0.05, (before, after)
 
     # without the flag the given masks are ignored: every box is segmented from the box alone
     init_calls.clear()
