@@ -269,7 +269,7 @@ class LevelSetSegmenter:
             final = (phi > 0) & box_masks
         num_bins = cfg.bins**3
         scores = quality_score(final, bin_index, box_masks, ring, num_bins, cfg.hist_floor)
-        masks = self._paste(phi, crops, trust >= cfg.snap_min_trust, cfg)
+        masks = self._paste(phi, crops, trust >= cfg.snap_min_trust, cfg, pins=pins)
         return masks, scores.cpu().numpy(), trust.cpu().numpy()
 
     @staticmethod
@@ -318,12 +318,13 @@ class LevelSetSegmenter:
             masks = (masks | (pins > 0)) & (pins >= 0) & box_masks
         return masks
 
-    def _paste(self, phi, crops: _Crops, snap, cfg):
+    def _paste(self, phi, crops: _Crops, snap, cfg, pins=None):
         """Sample phi (N, S, S) at every image pixel inside each box -> (N, H, W) bool.
 
         Boxes where `snap` (N,) bool is set and whose grid is coarser than the image (a grid
         pixel over `refine_min_scale` image pixels) are snapped to image edges by a colour guided
-        filter of sigmoid(phi).
+        filter of sigmoid(phi). Click discs `pins` (N, S, S) keep their label whatever the
+        snapping does (a small pinned disc would otherwise be averaged away).
         """
         height, width = self._size
         pad = cfg.refine_radius
@@ -343,4 +344,7 @@ class LevelSetSegmenter:
             soft = torch.sigmoid(sampled * cfg.refine_sharpness)
             snapped = guided_filter(guide, soft, radius=pad, eps=cfg.refine_eps) > 0.5
             inside = torch.where(refine[:, None, None], snapped, inside)
+        if pins is not None:
+            pinned = F.grid_sample(pins[:, None], grid, mode="nearest", align_corners=False)[:, 0]
+            inside = torch.where(pinned != 0, pinned > 0, inside)
         return paste_windows(inside.cpu().numpy(), lo, extent, height, width, pad=pad)

@@ -156,10 +156,21 @@ def test_clicks_pin_object_and_background():
     box = _tight_box(obj)[None]
     inside_point, corner_point = (60, 48), (30, 25)  # object centre; background in a corner
     assert not obj[corner_point[1], corner_point[0]]
+    plain = seg.predict(box)[0][0]
     masks, _ = seg.predict(box, points=np.array([corner_point]), point_labels=np.array([1]))
     assert masks[0][corner_point[1], corner_point[0]]
     masks, _ = seg.predict(box, points=np.array([inside_point]), point_labels=np.array([0]))
     assert not masks[0][inside_point[1], inside_point[0]]
+    # not only the clicked pixel: a disc (click_radius grid pixels, 2.4 image px each here)
+    # around each click takes its label, where the unclicked mask had the other one
+    (x, y), (u, v) = corner_point, inside_point
+    assert (
+        not plain[y - 2 : y + 3, x - 2 : x + 3].any() and plain[v - 2 : v + 3, u - 2 : u + 3].all()
+    )
+    clicks = np.array([corner_point, inside_point])
+    masks, _ = seg.predict(box, points=clicks, point_labels=np.array([1, 0]))
+    assert masks[0, y - 2 : y + 3, x - 2 : x + 3].all()
+    assert not masks[0, v - 2 : v + 3, u - 2 : u + 3].any()
 
 
 def test_errors_name_the_problem():
