@@ -39,6 +39,12 @@ document.addEventListener("keydown", (e) => {
   if (e.ctrlKey || e.metaKey) {
     if (k === "z") id = e.shiftKey ? "b2m-redo" : "b2m-undo";
     else if (k === "y") id = "b2m-redo";
+  } else if (/^[1-9]$/.test(k)) {
+    id = "b2m-class-" + k;  // the class of the next box and of the selected label
+  } else if (k === "delete" || k === "backspace") {
+    id = "b2m-delete";  // the canvas handles these itself while it has the focus
+  } else if (k === "escape") {
+    id = "b2m-deselect";
   } else {
     id = {a: "b2m-accept", x: "b2m-reject", n: "b2m-next", p: "b2m-prev", f: "b2m-done",
           "[": "b2m-less", "]": "b2m-more", b: "b2m-brush-mode", r: "b2m-refine",
@@ -52,7 +58,9 @@ document.addEventListener("keydown", (e) => {
 
 HELP = (
     "Drag on the image to draw a box (its mask appears when you release); drag a box to move it, "
-    "its corners to resize, select it and press Delete to remove it. Keys: **A** accept, "
+    "its corners to resize. Keys: **1-9** class of the selected label and of the next box (the "
+    "next box gets the class used last), **Delete** remove the selected label, **Esc** deselect, "
+    "**A** accept, "
     "**X** reject mask, **R** refine the mask (start from it, not the box), "
     "**T** tighten the box to its mask, **[ / ]** less / more smoothing, **B** brush add/erase, **Ctrl+Z / Ctrl+Y** "
     "undo / redo, **N / P** next / previous image, **F** mark image done."
@@ -113,8 +121,15 @@ def build_app(
                     [], type="index", label="Labels on this image", elem_id="b2m-labels"
                 )
                 with gr.Row():
+                    class_btns = [
+                        gr.Button(f"{i + 1} {name}", elem_id=f"b2m-class-{i + 1}", size="sm")
+                        for i, name in enumerate(classes[:9])
+                    ]
+                with gr.Row():
                     accept_btn = gr.Button("Accept (A)", variant="primary", elem_id="b2m-accept")
                     reject_btn = gr.Button("Reject mask (X)", elem_id="b2m-reject")
+                    delete_btn = gr.Button("Delete label (Del)", elem_id="b2m-delete")
+                    deselect_btn = gr.Button("Deselect (Esc)", elem_id="b2m-deselect")
                 with gr.Row():
                     less_btn = gr.Button("Less smoothing ([)", elem_id="b2m-less")
                     more_btn = gr.Button("More smoothing (])", elem_id="b2m-more")
@@ -166,7 +181,7 @@ def build_app(
                 zoom[0] if zoom is not None else None,
                 note,
                 f"**{session.image_key}**: {store.image_status(session.image_key)} · "
-                f"model `{service.model_version}`",
+                f"model `{service.model_version}` · next box: **{session.next_class}**",
             ]
             if full:  # the whole folder: costs one status look-up per image
                 done, total = session.progress()
@@ -228,6 +243,10 @@ def build_app(
                 concurrency_id=MODEL_QUEUE,
             )
 
+        for number, button in enumerate(class_btns, start=1):
+            action(button, lambda s, n=number: s.set_class(n))
+        action(delete_btn, lambda s: s.delete())
+        action(deselect_btn, lambda s: s.deselect())
         action(accept_btn, lambda s: s.accept())
         action(reject_btn, lambda s: s.reject())
         action(less_btn, lambda s: s.refine(-1))

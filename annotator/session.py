@@ -170,6 +170,7 @@ class AnnotationSession:
     selected: int | None = None  # index into `order`
     undo_stack: list[Change] = field(default_factory=list)
     redo_stack: list[Change] = field(default_factory=list)
+    last_class: str | None = None  # the class used last (number key, relabel): the next box's
 
     # -- images --------------------------------------------------------------------------------
     def image_list(self, status_filter: str = "all") -> list[str]:
@@ -225,7 +226,8 @@ class AnnotationSession:
         """Apply the UI's box list: add, move/resize, relabel or delete. True if anything changed.
 
         New and moved boxes are decoded by the model (in one call per smoothing level). Boxes
-        that are degenerate (a box still being drawn) or outside the image are ignored.
+        that are degenerate (a box still being drawn) or outside the image are ignored. A new box
+        drawn with the UI's default class (the first) gets `next_class`, the last one used.
         """
         new = [t for t in (self._box_tuple(b) for b in boxes) if t is not None]
         old = [self.slots[k].shown for k in self.order]
@@ -238,6 +240,9 @@ class AnnotationSession:
             self._write(key, None)
         to_predict = []
         for j in added:
+            if new[j][4] == self.classes[0]:  # the UI's default: the last class used instead
+                new[j] = (*new[j][:4], self.next_class)
+            self.last_class = new[j][4]
             key = max(self.slots, default=-1) + 1
             self.slots[key] = Slot(label=None, shown=new[j])
             slot_of_new[j] = key
@@ -249,6 +254,8 @@ class AnnotationSession:
                 to_predict.append(key)
             elif before[4] != new[j][4]:
                 self._write(key, replace(self.slots[key].label, class_name=new[j][4]))
+            if before[4] != new[j][4]:
+                self.last_class = new[j][4]
         self.order = [slot_of_new[j] for j in range(len(new))]
         try:
             self._predict(to_predict)
@@ -263,6 +270,27 @@ class AnnotationSession:
     # -- per-label actions (index = position in the label list) ----------------------------------
     def select(self, index: int | None) -> None:
         self.selected = index if index is not None and 0 <= index < len(self.order) else None
+
+    def deselect(self) -> None:
+        """Escape: no label selected (class keys then only choose the next box's class)."""
+        self.selected = None
+
+    @property
+    def next_class(self) -> str:
+        """The class a newly drawn box gets: the last one used, else the first."""
+        return self.last_class if self.last_class in self.classes else self.classes[0]
+
+    def set_class(self, number: int) -> None:
+        """Number key 1-9: class `number` becomes the next box's class, and the selected label's
+        (one undo step) when one is selected."""
+        if not 1 <= number <= min(9, len(self.classes)):
+            raise ValueError(f"no class on key {number}: the classes are {self.classes[:9]}")
+        name = self.classes[number - 1]
+        self.last_class = name
+        if self.selected is not None:
+            key = self.order[self.selected]
+            if self.slots[key].label.class_name != name:
+                self._write(key, replace(self.slots[key].label, class_name=name))
 
     def accept(self, index: int | None = None) -> None:
         key = self._key(index)

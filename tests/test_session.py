@@ -345,3 +345,43 @@ def test_tighten_replaces_the_box_by_the_masks_tight_box_and_undo_restores_it(en
     session.reject()
     with pytest.raises(ValueError, match="no mask"):
         session.tighten()
+
+
+def test_number_keys_set_the_class_and_the_next_box_gets_the_last_one_used(env):
+    session, store, _ = env
+    session.on_boxes_changed([DISC_BOX])  # the UI sends its default class, the first
+    session.set_class(2)  # the new label is selected: it becomes a cup, and so will the next
+    assert [x.class_name for x in store.labels("a.png")] == ["cup"]
+    first = session.annotator_boxes()[0]
+    session.on_boxes_changed([first, _box(70, 5, 95, 30)])  # drawn with the UI's default
+    assert [x.class_name for x in store.labels("a.png")] == ["cup", "cup"]
+    session.deselect()  # Escape: the class key now only chooses the next box's class
+    session.set_class(1)
+    assert [x.class_name for x in store.labels("a.png")] == ["cup", "cup"]
+    boxes = session.annotator_boxes()
+    session.on_boxes_changed([*boxes, _box(2, 60, 16, 76)])
+    assert [x.class_name for x in store.labels("a.png")] == ["cup", "cup", "ball"]
+    session.select(0)
+    session.set_class(1)  # one undo step
+    assert store.labels("a.png")[0].class_name == "ball"
+    assert session.undo() and store.labels("a.png")[0].class_name == "cup"
+    with pytest.raises(ValueError, match="no class on key 3"):
+        session.set_class(3)  # two classes only
+    session.step_image(+1)
+    session.on_boxes_changed([DISC_BOX])  # the last class used carries over to the next image
+    assert [x.class_name for x in store.labels("b.png")] == ["ball"]
+
+
+def test_delete_removes_the_selected_label_only_and_escape_deselects(env):
+    session, store, _ = env
+    session.on_boxes_changed([DISC_BOX, _box(70, 5, 95, 30, "cup")])
+    session.deselect()
+    assert session.selected is None
+    with pytest.raises(IndexError, match="select a label first"):
+        session.delete()  # Delete with nothing selected deletes nothing
+    assert len(store.labels("a.png")) == 2
+    session.select(0)
+    session.delete()
+    assert [x.class_name for x in store.labels("a.png")] == ["cup"] and session.selected is None
+    assert [b["label"] for b in session.annotator_boxes()] == ["cup"]
+    assert session.undo() and len(store.labels("a.png")) == 2
