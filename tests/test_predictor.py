@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from box2mask.config import ModelConfig
+from box2mask.config import MASK_STRIDE, ModelConfig
 from box2mask.model import build_model
 from box2mask.predictor import Box2MaskPredictor
 from tests.tiny_model import tiny_model
@@ -18,6 +18,45 @@ def disc_image():
     image = np.where(disc[..., None], [40, 60, 150], [220, 200, 120]).astype(np.float64)
     image += rng.normal(0, 8, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8), disc
+
+
+class StubNetwork(torch.nn.Module):
+    """A stand-in for Box2Mask-T whose every prompt's mask is a known shape: logits +8 where
+    `inside(x, y)` (network-input pixels, (N, w) x (h, 1) tensors) holds, -8 elsewhere, on the
+    stride-4 mask grid; no features for the refinement (zeros)."""
+
+    def __init__(self, inside):
+        super().__init__()
+        self.inside = inside
+        self.register_buffer("pixel_mean", torch.tensor(ModelConfig.pixel_mean).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(ModelConfig.pixel_std).view(1, 3, 1, 1))
+
+    def normalize(self, images):
+        return (images - self.pixel_mean) / self.pixel_std
+
+    def encode(self, images):
+        b, _, h, w = images.shape
+        features = torch.zeros(b, 8, h // MASK_STRIDE, w // MASK_STRIDE)
+        return {"mask_features": features, "image_size": (h, w), "multi_scale": []}
+
+    def decode_prompts(self, features, prompts):
+        h, w = features["mask_features"].shape[-2:]
+        xs = (torch.arange(w) + 0.5) * MASK_STRIDE  # network-input pixels of the grid centres
+        ys = (torch.arange(h) + 0.5) * MASK_STRIDE
+        logits = torch.where(self.inside(xs[None, :], ys[:, None]), 8.0, -8.0)
+        return [logits.expand(len(p), h, w).clone() for p in prompts]
+
+
+NET_SCALE = 4.0  # network pixels per image pixel with image_size=400 on the 100 px wide image
+
+
+def _left_of_40(x, y):
+    return (x / NET_SCALE < 40) & (y >= 0)
+
+
+def _disc_and_block(x, y):
+    x, y = x / NET_SCALE, y / NET_SCALE
+    return ((x - 40) ** 2 + (y - 35) ** 2 <= 18**2) | ((x > 70) & (y < 30))
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +118,30 @@ def test_clicks_pin_object_and_background(predictor):
         predictor.predict(box, points=pts)
 
 
+@pytest.mark.parametrize("steps", [0, 5])
+def test_a_click_pins_a_disc_against_the_model(steps):
+    """The stub network says "object" left of x = 40: a positive click right of it and a
+    negative one left of it each flip a disc (click_radius crop pixels, 0.78 image px each
+    here) around the click, not just the clicked pixel; the rest of the mask stays."""
+    predictor = Box2MaskPredictor(StubNetwork(_left_of_40), image_size=400)
+    predictor.set_image(np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8))
+    box = np.array([[20.0, 15.0, 61.0, 55.0]])
+    plain = predictor.predict(box, steps=steps)[0][0]
+    positive, negative = (50, 35), (30, 35)  # (x, y): background, object for the model
+    cross = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]  # the clicked pixel and its neighbours
+
+    def at(mask, point):
+        return [bool(mask[point[1] + dy, point[0] + dx]) for dx, dy in cross]
+
+    assert at(plain, positive) == [False] * 5 and at(plain, negative) == [True] * 5
+    clicks = np.array([positive, negative], dtype=np.float64) + 0.5  # pixel centres
+    masks, _ = predictor.predict(box, points=clicks, point_labels=np.array([1, 0]), steps=steps)
+    assert at(masks[0], positive) == [True] * 5 and at(masks[0], negative) == [False] * 5
+    far = np.ones_like(plain)
+    far[30:41, 25:56] = False  # away from both discs the clicks change nothing
+    assert np.array_equal(masks[0] & far, plain & far)
+
+
 def test_errors():
     torch.manual_seed(0)
     cfg = ModelConfig(backbone="resnet18", num_queries=2, hidden_dim=32, mask_dim=32, nheads=4)
@@ -125,6 +188,37 @@ def test_region_refinement_starts_from_the_model_mask_and_recovers_the_object(pr
     refined, scores = refined_predictor.predict(box)
     assert iou(refined[0], disc) > 0.9 > iou(raw[0], disc)
     assert 0 <= scores[0] <= 1
+
+
+def test_region_refinement_starts_from_the_model_mask():
+    """On an image without colour evidence the level set has nothing to move towards: the
+    refined mask is the model's (the left part of the box), not the box's ellipse."""
+    image = np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8)
+    box = np.array([[20.0, 15.0, 61.0, 55.0]])
+    ys, xs = np.mgrid[:HEIGHT, :WIDTH] + 0.5
+    model_mask = (xs >= 20) & (xs < 40) & (ys >= 15) & (ys < 55)
+    refined_predictor = Box2MaskPredictor(
+        StubNetwork(_left_of_40), image_size=400, region_refine=True
+    )
+    refined_predictor.set_image(image)
+    refined = refined_predictor.predict(box)[0][0]
+    assert iou(refined, model_mask) > 0.9  # measured 0.935; from the ellipse: 0.42
+
+
+def test_the_network_mask_lands_where_the_network_put_it():
+    """Crop geometry: image pixels -> network input (x4 here) -> stride-4 mask grid -> each
+    box's crop -> image pixels. The stub network's mask is a disc plus a corner block given in
+    image pixels; every box gets exactly that shape cut to the box."""
+    ys, xs = np.mgrid[:HEIGHT, :WIDTH] + 0.5
+    truth = ((xs - 40) ** 2 + (ys - 35) ** 2 <= 18**2) | ((xs > 70) & (ys < 30))
+    predictor = Box2MaskPredictor(StubNetwork(_disc_and_block), image_size=400, min_fill=0.0)
+    predictor.set_image(disc_image()[0])
+    boxes = np.array([[30.0, 20.0, 90.0, 60.0], [5.5, 3.2, 47.0, 41.7], [60.0, 0.0, 100.0, 40.0]])
+    masks, _ = predictor.predict(boxes)
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes, strict=True):
+        in_box = (xs >= x0) & (xs < x1) & (ys >= y0) & (ys < y1)
+        wrong = np.count_nonzero(mask ^ (truth & in_box))
+        assert wrong <= 0.01 * np.count_nonzero(truth & in_box), wrong  # measured: 0
 
 
 def test_a_checkpoint_carries_its_serving_choice(tmp_path):
