@@ -15,10 +15,11 @@ import cv2
 import gradio as gr
 from gradio_image_annotation import image_annotator
 
-from annotator.export import export_coco, export_yolo, import_coco
+from annotator.export import export_coco, import_coco
 from annotator.overlay import CLASS_COLORS
 from annotator.session import FILTERS, AnnotationSession
 from annotator.store import StaleWriteError
+from annotator.yolo_export import export_yolo
 from box2mask.image_io import ImageLoadError
 
 __all__ = ["build_app", "SHORTCUTS_JS"]
@@ -294,8 +295,9 @@ def build_app(
             yolo_zip = shutil.make_archive(str(download / "yolo"), "zip", export_dir / "yolo")
             note = (
                 f"Exported {len(coco['annotations'])} labels to {export_dir}/coco.json and "
-                f"{stats['objects']} polygons to {export_dir}/yolo/ "
-                f"({stats['skipped_no_mask']} labels without a mask skipped in YOLO)."
+                f"{stats['objects']} polygons to {export_dir}/yolo/ (Ultralytics data.yaml: "
+                f"{stats['train_images']} train / {stats['val_images']} val images; "
+                f"{stats['skipped_no_mask']} labels without a mask skipped in YOLO)."
             )
             return [str(download / "coco.json"), yolo_zip], note
 

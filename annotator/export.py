@@ -1,4 +1,5 @@
-"""Labels out of and into a LabelStore: COCO instances JSON (RLE masks), YOLO segmentation, COCO import.
+"""Labels out of and into a LabelStore: COCO instances JSON (RLE masks), COCO import (YOLO
+segmentation: annotator/yolo_export.py).
 
 Works on any LabelStore (SQLite or FiftyOne). Files are written to a temporary name and renamed,
 so a failure halfway never leaves a truncated export.
@@ -9,8 +10,6 @@ import os
 import tempfile
 from pathlib import Path
 
-import cv2
-import numpy as np
 from pycocotools import mask as mask_utils
 
 from annotator.polygons import mask_to_polygons
@@ -19,7 +18,7 @@ from box2mask.box_ops import xywh_to_xyxy, xyxy_to_xywh
 from box2mask.labels.coco import labelled_image_size
 from box2mask.rle import decode_rle, encode_rle, rle_area
 
-__all__ = ["export_coco", "export_yolo", "import_coco", "mask_to_yolo_polygon"]
+__all__ = ["class_names", "export_coco", "import_coco"]
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -34,7 +33,7 @@ def _atomic_write(path: Path, text: str) -> None:
         raise
 
 
-def _class_names(store: LabelStore, images: list[str], classes) -> list[str]:
+def class_names(store: LabelStore, images: list[str], classes) -> list[str]:
     """The given classes first (in order), then any other stored class name, sorted."""
     names = list(classes or [])
     seen = {x.class_name for image in images for x in store.labels(image)}
@@ -58,7 +57,7 @@ def export_coco(
     COCO dict.
     """
     images = store.list_images()
-    names = _class_names(store, images, classes)
+    names = class_names(store, images, classes)
     coco = {
         "images": [],
         "annotations": [],
@@ -97,69 +96,6 @@ def export_coco(
             coco["annotations"].append(ann)
     _atomic_write(Path(out_path), json.dumps(coco))
     return coco
-
-
-def mask_to_yolo_polygon(mask: np.ndarray) -> np.ndarray:
-    """(H, W) bool mask -> one closed polygon (P, 2) of XY pixel coordinates.
-
-    YOLO segmentation has one polygon per object, so separate parts are joined by zero-width
-    bridges between their nearest points (holes cannot be represented). Empty mask -> (0, 2).
-    """
-    contours, _ = cv2.findContours(
-        mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    )
-    parts = [c.reshape(-1, 2).astype(np.float64) for c in contours if len(c) >= 3]
-    if not parts:
-        return np.zeros((0, 2))
-    parts.sort(key=lambda p: -cv2.contourArea(p.astype(np.float32)))
-    path = parts[0]
-    for part in parts[1:]:
-        d = ((path[:, None, :] - part[None, :, :]) ** 2).sum(-1)  # (len(path), len(part))
-        i, j = np.unravel_index(np.argmin(d), d.shape)
-        loop = np.roll(part, -j, axis=0)
-        bridge = np.concatenate([loop, loop[:1], path[i : i + 1]])  # in, around, and back out
-        path = np.concatenate([path[: i + 1], bridge, path[i + 1 :]])
-    return path
-
-
-def export_yolo(
-    store: LabelStore, out_dir, images_dir=None, classes=None, verified_only: bool = False
-) -> dict:
-    """Write YOLO segmentation labels: `labels/<image path>.txt`, `classes.txt`, `data.yaml`.
-
-    Each line is `class_index x1 y1 x2 y2 ...` with coordinates divided by the image width and
-    height. Labels without a mask are skipped (counted in the returned stats).
-    """
-    out_dir = Path(out_dir)
-    images = store.list_images()
-    names = _class_names(store, images, classes)
-    stats = {"images": 0, "objects": 0, "skipped_no_mask": 0}
-    for image in images:
-        labels = [x for x in store.labels(image) if x.verified or not verified_only]
-        lines = []
-        for label in labels:
-            if label.mask_rle is None:
-                stats["skipped_no_mask"] += 1
-                continue
-            mask = decode_rle(label.mask_rle)
-            h, w = mask.shape
-            poly = mask_to_yolo_polygon(mask) / np.array([w, h], dtype=np.float64)
-            if len(poly) < 3:
-                stats["skipped_no_mask"] += 1
-                continue
-            coords = " ".join(f"{v:.6f}" for v in poly.reshape(-1))
-            lines.append(f"{names.index(label.class_name)} {coords}")
-        _atomic_write(
-            (out_dir / "labels" / image).with_suffix(".txt"), "".join(f"{x}\n" for x in lines)
-        )
-        stats["images"] += 1
-        stats["objects"] += len(lines)
-    _atomic_write(out_dir / "classes.txt", "".join(f"{n}\n" for n in names))
-    yaml_names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(names))
-    _atomic_write(
-        out_dir / "data.yaml", f"path: {json.dumps(str(out_dir.resolve()))}\nnames:\n{yaml_names}"
-    )
-    return stats
 
 
 def _segmentation_to_rle(segmentation, height: int, width: int) -> dict:

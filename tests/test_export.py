@@ -5,11 +5,14 @@ import json
 import cv2
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
-from annotator.export import export_coco, export_yolo, import_coco, mask_to_yolo_polygon
+from annotator.export import export_coco, import_coco
 from annotator.store import Label, SQLiteStore
+from annotator.yolo_export import export_yolo, mask_to_yolo_polygon
 from box2mask.rle import decode_rle, encode_rle
+from train.label_export import is_eval_image
 
 H, W = 60, 80
 
@@ -148,17 +151,51 @@ def test_yolo_segmentation_export(store, tmp_path):
     store.add(
         Label(image="sub/two.jpg", box_xyxy=[1, 1, 9, 9], class_name="bar", mask_rle=None, **common)
     )
-    stats = export_yolo(store, tmp_path / "yolo", classes=["donut", "bar"])
-    assert stats == {"images": 3, "objects": 2, "skipped_no_mask": 1}
-    assert (tmp_path / "yolo" / "classes.txt").read_text() == "donut\nbar\n"
-    assert (tmp_path / "yolo" / "labels" / "sub" / "two.txt").read_text() == ""
-    bar_line, donut_line = (tmp_path / "yolo" / "labels" / "one.txt").read_text().splitlines()
+    store.set_image_done("empty.png", True)  # checked, nothing in it: a background image
+    images = tmp_path / "images"
+    out = tmp_path / "yolo"
+    stats = export_yolo(store, out, images, classes=["donut", "bar"])
+    split = {key: "val" if is_eval_image(key) else "train" for key in ("one.png", "empty.png")}
+    assert stats == {
+        "images": 2,  # sub/two.jpg is left out: its only label has no mask
+        "train_images": list(split.values()).count("train"),
+        "val_images": list(split.values()).count("val"),
+        "objects": 2,
+        "skipped_no_mask": 1,
+    }
+    assert (out / "classes.txt").read_text() == "donut\nbar\n"
+    for key, part in split.items():  # Ultralytics' layout: images/<split>/ beside labels/<split>/
+        link = out / "images" / part / key
+        assert link.is_symlink() and link.resolve() == (images / key).resolve()
+    assert (images / "one.png").is_file() and not (images / "one.png").is_symlink()  # not moved
+    assert not list(out.rglob("two.*"))
+    assert (out / "labels" / split["empty.png"] / "empty.txt").read_text() == ""
+    label_file = out / "labels" / split["one.png"] / "one.txt"
+    bar_line, donut_line = label_file.read_text().splitlines()
     cls, raster = _rasterize(bar_line)
     assert cls == 1 and _iou(raster, _bar()) > 0.85
     cls, raster = _rasterize(donut_line)  # both parts in one polygon (the hole is filled)
     filled = _ring_and_dot()
     filled[20:30, 20:30] = True
     assert cls == 0 and _iou(raster, filled) > 0.85 and raster[45:50, 60:70].mean() > 0.5
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data["path"] == str(out.resolve()) and data["names"] == {0: "donut", 1: "bar"}
+    assert data["train"] == "images/train"
+    assert data["val"] == ("images/val" if stats["val_images"] else "images/train")
+
+    # no val share: Ultralytics still needs a val set, the train images stand in
+    stats = export_yolo(store, out, images, classes=["donut", "bar"], val_fraction=0.0)
+    assert (stats["train_images"], stats["val_images"]) == (2, 0)
+    assert yaml.safe_load((out / "data.yaml").read_text())["val"] == "images/train"
+    # all in val, then exported again: the previous export is replaced, nothing stale is left
+    stats = export_yolo(store, out, images, classes=["donut", "bar"], val_fraction=1.0)
+    assert (stats["train_images"], stats["val_images"]) == (0, 2)
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "labels").rglob("*.txt")) == [
+        "labels/val/empty.txt",
+        "labels/val/one.txt",
+    ]
+    assert yaml.safe_load((out / "data.yaml").read_text())["val"] == "images/val"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
 def test_polygon_of_an_empty_mask_is_empty():

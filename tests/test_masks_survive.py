@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotator.export import export_coco, export_yolo, import_coco
+from annotator.export import export_coco, import_coco
 from annotator.polygons import mask_to_polygons, polygons_to_mask
 from annotator.store import Label, SQLiteStore
+from annotator.yolo_export import export_yolo
 from box2mask.mask_morphology import fill_holes
 from box2mask.rle import decode_rle, encode_rle
 
@@ -121,7 +122,8 @@ def test_yolo_seg_keeps_parts_and_loses_holes_as_documented(store, tmp_path):
     rasterises it), the mask equals the mask with its holes filled, plus the pixels on the
     polygon's own edges (the zero-width bridges between parts become 1 px lines)."""
     export_yolo(store, tmp_path / "yolo")
-    line = (tmp_path / "yolo" / "labels" / "a.txt").read_text().split()
+    (label_file,) = (tmp_path / "yolo" / "labels").rglob("a.txt")  # labels/<train|val>/a.txt
+    line = label_file.read_text().split()
     assert line[0] == "0"
     xy = np.array(line[1:], dtype=np.float64).reshape(-1, 2) * [W, H]
     points = np.round(xy).astype(np.int32)
