@@ -200,3 +200,45 @@ def test_yolo_segmentation_export(store, tmp_path):
 
 def test_polygon_of_an_empty_mask_is_empty():
     assert mask_to_yolo_polygon(np.zeros((5, 5), bool)).shape == (0, 2)
+
+
+@pytest.mark.slow
+def test_yolo_export_loads_in_ultralytics(tmp_path):
+    """Ultralytics' own loader (check_det_dataset + YOLODataset) reads every image and object.
+
+    Ultralytics pulls opencv-python, so it never goes into the project's venv: point
+    B2M_ULTRALYTICS_PYTHON at a throwaway venv's python (bench/yolo_ultralytics.py says how)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    python = os.environ.get("B2M_ULTRALYTICS_PYTHON")
+    if not python:
+        pytest.skip("B2M_ULTRALYTICS_PYTHON (a Python with ultralytics) is not set")
+    images = tmp_path / "images"
+    (images / "sub").mkdir(parents=True)
+    store = SQLiteStore(tmp_path / "labels.sqlite", images)
+    keys = [f"im{i}.png" for i in range(8)] + ["sub/im8.jpg", "sub/im9.jpg"]
+    for i, key in enumerate(keys):
+        Image.fromarray(np.full((H, W, 3), 40 + 20 * i, np.uint8)).save(images / key)
+        for j, mask in enumerate((_ring_and_dot(), _bar())[: 1 + i % 2]):
+            store.add(
+                Label(image=key, box_xyxy=[0, 0, W, H], class_name=("donut", "bar")[j],
+                      mask_rle=encode_rle(mask), source="human", model_version=None,
+                      verified=True)
+            )  # fmt: skip
+    stats = export_yolo(store, tmp_path / "yolo", images, classes=["donut", "bar"])
+    store.close()
+    assert stats["train_images"] and stats["val_images"] and stats["objects"] == 15
+    checker = Path(__file__).parents[1] / "bench" / "yolo_ultralytics.py"
+    result = subprocess.run(
+        [python, str(checker), str(tmp_path / "yolo" / "data.yaml")]
+        + ["--expect-images", "10", "--expect-objects", "15"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": ""},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "| train |" in result.stdout and sys.executable != python
