@@ -13,18 +13,20 @@ Mapping of a store `Label` onto a `fo.Detection` of `label_field` (default "box2
 
 The image's done flag is the sample's bool field `<label_field>_done` (added when first set).
 Other tags and attributes of a detection (evaluation results, `prompt_id`, ...) are kept on
-update. Writes re-read the sample from the database first and refuse stale revisions; a lock
-serialises writes in this process (the annotator's worker threads). Edits made elsewhere (the
-App, another process) are seen on the next read. Two limits: the check and the write are two
-database calls, so two *processes* writing the same label in the same millisecond can both pass;
-and the App does not bump revisions, so its edits are not conflict-checked against ours.
-Sample filepaths must be unique in the dataset (they are the image keys).
+update. Every write is one conditional MongoDB update of the sample's document: an update or
+delete matches only while the detection is still at the revision the edit was based on, and an
+add pushes onto the list, so two processes (two annotators on one dataset) can neither both pass
+the stale check nor lose each other's labels. A lock serialises writes in this process (the
+annotator's worker threads). Edits made elsewhere (the App, another process) are seen on the
+next read. One limit: the App does not bump revisions, so its edits are not conflict-checked
+against ours. Sample filepaths must be unique in the dataset (they are the image keys).
 """
 
 import logging
 import os
 import threading
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fiftyone as fo
@@ -201,10 +203,13 @@ class FiftyOneStore:
             sample = self._sample(label.image)
             width, height = self._size(sample)
             det = write_label_into(fo.Detection(), replace(label, revision=1), width, height)
-            if sample[self.label_field] is None:
-                sample[self.label_field] = fo.Detections()
-            sample[self.label_field].detections.append(det)
-            sample.save()
+            collection, key = self._collection(), {"_id": ObjectId(sample.id)}
+            empty = fo.Detections().to_mongo()
+            collection.update_one(
+                {**key, self.label_field: None}, {"$set": {self.label_field: empty}}
+            )
+            push = {f"{self.label_field}.detections": det.to_mongo()}
+            collection.update_one(key, {"$push": push, "$set": _modified_now()})
         return replace(label, image=sample.filepath, id=det.id, revision=1)
 
     def update(self, label: Label) -> Label:
@@ -221,21 +226,47 @@ class FiftyOneStore:
                 )
             width, height = self._size(sample)
             write_label_into(det, replace(label, revision=label.revision + 1), width, height)
-            sample.save()
+            change = {f"{self.label_field}.detections.$": det.to_mongo(), **_modified_now()}
+            self._write_if_current(sample, label.id, label.revision, {"$set": change}, "update")
         return replace(label, revision=label.revision + 1)
 
     def delete(self, label_id: str, revision: int) -> None:
         with self._lock:
             sample, det = self._locate(label_id, action="delete")
             self._check_revision(det, label_id, revision, action="delete")
-            detections = sample[self.label_field].detections
-            sample[self.label_field].detections = [d for d in detections if d.id != label_id]
-            sample.save()
+            change = {
+                "$pull": {f"{self.label_field}.detections": {"_id": ObjectId(label_id)}},
+                "$set": _modified_now(),
+            }
+            self._write_if_current(sample, label_id, revision, change, "delete")
 
     def close(self) -> None:
         """Nothing to release: the dataset stays in FiftyOne's database."""
 
     # -- helpers -------------------------------------------------------------------------------
+    def _collection(self):
+        """The dataset's MongoDB sample collection (pymongo; FiftyOne's `_sample_collection`)."""
+        return self.dataset._sample_collection
+
+    def _write_if_current(self, sample, label_id: str, revision: int, change: dict, action: str):
+        """Apply the MongoDB update `change` to the sample's document only while its detection
+        `label_id` is at `revision` (a detection without one counts as revision 1): the check
+        and the write in one atomic database call. StaleWriteError when another process got
+        there first (naming its revision, or that it deleted the label)."""
+        at_revision = {"revision": revision}
+        if revision == 1:
+            at_revision = {"$or": [{"revision": 1}, {"revision": None}]}
+        current = {"_id": ObjectId(label_id), **at_revision}
+        selector = {
+            "_id": ObjectId(sample.id),
+            f"{self.label_field}.detections": {"$elemMatch": current},
+        }
+        if self._collection().update_one(selector, change).matched_count == 1:
+            return
+        _, det = self._locate(label_id, action=action)  # raises when it was deleted
+        self._check_revision(det, label_id, revision, action=action)  # raises: a new revision
+        raise StaleWriteError(f"cannot {action} label {label_id}: it changed meanwhile; reload")
+
     def _sample(self, image: str) -> fo.Sample:
         """The sample of an image key (filepath), re-read from the database."""
         try:
@@ -293,6 +324,11 @@ class FiftyOneStore:
             sample.compute_metadata()
             sample.save()
         return int(sample.metadata.width), int(sample.metadata.height)
+
+
+def _modified_now() -> dict:
+    """The sample's `last_modified_at` (FiftyOne's naive UTC time) for a raw database write."""
+    return {"last_modified_at": datetime.now(UTC).replace(tzinfo=None)}
 
 
 def open_for_annotation(dataset_name: str, label_field: str = "box2mask"):

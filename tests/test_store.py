@@ -1,4 +1,5 @@
-"""SQLiteStore: round trips, revisions, stale-write refusal, image status, crash safety."""
+"""SQLiteStore specifics: the image folder scan, WAL mode, crash safety (the LabelStore contract
+itself is tests/test_store_contract.py)."""
 
 import os
 import signal
@@ -12,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotator.store import Label, SQLiteStore, StaleWriteError, list_image_files
-from box2mask.rle import decode_rle, encode_rle
+from annotator.store import Label, SQLiteStore, list_image_files
+from box2mask.rle import encode_rle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,65 +46,12 @@ def store(tmp_path):
     s.close()
 
 
-def test_add_get_update_delete_round_trip(store):
-    added = store.add(_label(image="a.jpg"))
-    assert added.id is not None and added.revision == 1
-    got = store.get(added.id)
-    assert got == added
-    assert np.array_equal(decode_rle(got.mask_rle)[5:10, 4:12], np.ones((5, 8), bool))
-
-    changed = store.update(
-        _label(image="a.jpg", id=added.id, revision=1, verified=True, source="human-corrected")
-    )
-    assert changed.revision == 2
-    again = store.get(added.id)
-    assert again.verified and again.source == "human-corrected" and again.revision == 2
-
-    store.delete(added.id, revision=2)
-    with pytest.raises(KeyError, match=f"label {added.id}"):
-        store.get(added.id)
-
-
-def test_stale_update_and_delete_are_refused(tmp_path):
-    # two store objects on one file = two tabs / two processes
-    first = SQLiteStore(tmp_path / "s.sqlite")
-    second = SQLiteStore(tmp_path / "s.sqlite")
-    label = first.add(_label())
-    seen_by_second = second.get(label.id)
-    first.update(_label(id=label.id, revision=1, class_name="mug"))  # now revision 2
-    with pytest.raises(StaleWriteError, match="revision 2 but this edit was based on revision 1"):
-        second.update(seen_by_second)
-    with pytest.raises(StaleWriteError, match="revision 2"):
-        second.delete(label.id, revision=1)
-    assert second.get(label.id).class_name == "mug"  # nothing overwritten
-    first.delete(label.id, revision=2)
-    with pytest.raises(StaleWriteError, match="deleted elsewhere"):
-        second.update(seen_by_second)
-    first.close()
-    second.close()
-
-
-def test_image_listing_and_status(store):
-    assert store.list_images() == ["a.jpg", "b.png", "sub/c.PNG"]
-    assert store.image_status("b.png") == "unlabeled"
-    label = store.add(_label(image="b.png"))
-    assert store.image_status("b.png") == "in progress"
-    store.set_image_done("b.png", True)
-    assert store.image_status("b.png") == "done"
-    store.set_image_done("b.png", False)
-    assert store.image_status("b.png") == "in progress"
-    store.delete(label.id, revision=1)
-    assert store.image_status("b.png") == "unlabeled"
-    assert [x.image for x in store.labels("a.jpg")] == []
-
-
-def test_invalid_labels_are_rejected_with_the_field_named(store):
-    with pytest.raises(ValueError, match="source"):
-        store.add(_label(source="robot"))
-    with pytest.raises(ValueError, match="x1 > x0"):
-        store.add(_label(box_xyxy=[5, 5, 5, 9]))
-    with pytest.raises(ValueError, match="update needs a label with an id"):
-        store.update(_label())
+def test_images_are_the_folder_s_image_files_plus_labelled_ones(store):
+    # the store contract (round trips, revisions, stale writes, status) is
+    # tests/test_store_contract.py, run on SQLite and FiftyOne
+    assert store.list_images() == ["a.jpg", "b.png", "sub/c.PNG"]  # notes.txt is not an image
+    store.add(_label(image="elsewhere/d.png"))
+    assert store.list_images() == ["a.jpg", "b.png", "elsewhere/d.png", "sub/c.PNG"]
 
 
 def test_wal_mode_and_missing_folder(tmp_path):
