@@ -10,13 +10,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from pycocotools import mask as mask_utils
-
+from annotator.coco_import import read_coco_labels
 from annotator.polygons import mask_to_polygons
-from annotator.store import Label, LabelStore
-from box2mask.box_ops import xywh_to_xyxy, xyxy_to_xywh
+from annotator.store import LabelStore
+from box2mask.box_ops import xyxy_to_xywh
 from box2mask.labels.coco import labelled_image_size
-from box2mask.rle import decode_rle, encode_rle, rle_area
+from box2mask.rle import decode_rle, rle_area
 
 __all__ = ["class_names", "export_coco", "import_coco"]
 
@@ -98,58 +97,21 @@ def export_coco(
     return coco
 
 
-def _segmentation_to_rle(segmentation, height: int, width: int) -> dict:
-    """COCO segmentation (RLE dict, or polygon list) -> compressed RLE with str counts."""
-    if isinstance(segmentation, dict):
-        return encode_rle(decode_rle(segmentation))
-    rles = mask_utils.frPyObjects(segmentation, height, width)
-    return encode_rle(mask_utils.decode(mask_utils.merge(rles)).astype(bool))
-
-
 def import_coco(store: LabelStore, coco_path, default_source: str = "human") -> dict:
     """Add every annotation of a COCO file to the store (boxes, and masks where present).
 
     Images match a store image by `file_name` (or else by its base name when that is unique).
     Metadata written by `export_coco` ("box2mask" field) is restored; otherwise labels get
-    `default_source` and verified=False. Returns counts: added, and skipped (image not found).
+    `default_source` and verified=False. The whole file is checked first
+    (`annotator.coco_import`): a bad record raises ValueError naming the file and the record,
+    and nothing is added. Returns counts: added, and skipped (image not found).
     """
-    with open(coco_path) as f:
-        coco = json.load(f)
-    for key in ("images", "annotations", "categories"):
-        if key not in coco:
-            raise ValueError(f"{coco_path}: not a COCO instances file (no '{key}' list)")
-    known = store.list_images()
-    by_name = {}
-    for key in known:
-        by_name.setdefault(Path(key).name, []).append(key)
-    images = {}
-    for img in coco["images"]:
-        name = img["file_name"]
-        match = name if name in known else None
-        if match is None and len(by_name.get(Path(name).name, [])) == 1:
-            match = by_name[Path(name).name][0]
-        images[img["id"]] = (match, img)
-    categories = {c["id"]: c["name"] for c in coco["categories"]}
-    stats = {"added": 0, "skipped": 0}
-    for ann in coco["annotations"]:
-        key, img = images.get(ann["image_id"], (None, None))
-        if key is None:
-            stats["skipped"] += 1
-            continue
-        meta = ann.get("box2mask", {})
-        seg = ann.get("segmentation")
-        rle = _segmentation_to_rle(seg, img["height"], img["width"]) if seg else None
-        store.add(
-            Label(
-                image=key,
-                box_xyxy=[float(v) for v in xywh_to_xyxy(ann["bbox"])],
-                class_name=categories[ann["category_id"]],
-                mask_rle=rle,
-                source=meta.get("source", default_source),
-                model_version=meta.get("model_version"),
-                verified=bool(meta.get("verified", False)),
-                score=ann.get("score"),
-            )
-        )
-        stats["added"] += 1
-    return stats
+    labels, skipped = read_coco_labels(
+        coco_path,
+        store.list_images(),
+        default_source=default_source,
+        images_dir=getattr(store, "images_dir", None),
+    )
+    for label in labels:
+        store.add(label)
+    return {"added": len(labels), "skipped": skipped}

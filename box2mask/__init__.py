@@ -28,13 +28,21 @@ def build_predictor(checkpoint=None, device: str = "cpu", **options):
         from box2mask.default_segmenter import LevelSetSegmenter
 
         return LevelSetSegmenter(device=device)
-    from box2mask.checkpoint import load_checkpoint
+    from box2mask.checkpoint import CheckpointError, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    if ckpt["kind"] == "crop-learner":
-        from box2mask.crop_predictor import CropLearnerPredictor
+    try:
+        if ckpt["kind"] == "crop-learner":
+            from box2mask.crop_predictor import CropLearnerPredictor
 
-        return CropLearnerPredictor.from_checkpoint(ckpt, device=device, **options)
-    from box2mask.predictor import Box2MaskPredictor
+            return CropLearnerPredictor.from_checkpoint(ckpt, device=device, **options)
+        from box2mask.predictor import Box2MaskPredictor
 
-    return Box2MaskPredictor.from_checkpoint(ckpt, device=device, **options)  # read once
+        return Box2MaskPredictor.from_checkpoint(ckpt, device=device, **options)  # read once
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, RuntimeError, IndexError, KeyError) as err:
+        # fields of the right names and types whose values build no model (hidden_dim -1...)
+        raise CheckpointError(
+            f"{checkpoint}: cannot build the model it describes ({type(err).__name__}: {err})"
+        ) from err

@@ -32,6 +32,15 @@ FORMAT = "box2mask-checkpoint"
 FORMAT_VERSION = 1
 
 
+_FIELD_TYPES = {  # the type every checkpoint field must have (a hostile file may hold anything)
+    "model_version": str,
+    "model_config": dict,
+    "model_state": dict,
+    "class_names": list,
+    "config": dict,
+}
+
+
 class CheckpointError(RuntimeError):
     """A file that is not a usable box2mask checkpoint; the message names the file."""
 
@@ -90,6 +99,15 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     missing = {"model_config", "model_state", "class_names", "config", "model_version"} - set(ckpt)
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {sorted(missing)}")
+    for key, kind in _FIELD_TYPES.items():
+        if not isinstance(ckpt[key], kind):
+            raise CheckpointError(
+                f"{path}: '{key}' must be a {kind.__name__}, not {type(ckpt[key]).__name__}"
+            )
+    if not all(isinstance(name, str) for name in ckpt["class_names"]):
+        raise CheckpointError(f"{path}: 'class_names' must be a list of strings")
+    if not all(isinstance(value, torch.Tensor) for value in ckpt["model_state"].values()):
+        raise CheckpointError(f"{path}: 'model_state' holds something that is not a tensor")
     ckpt.setdefault("kind", "box2mask-t")  # checkpoints written before kinds existed
     ckpt["path"] = path
     return ckpt

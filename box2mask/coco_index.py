@@ -18,6 +18,7 @@ Tables of the index (SQLite, one file):
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -86,9 +87,14 @@ def _check_image(record, idx: int) -> str | None:
             return f"{name} lacks '{field}'"
     if not isinstance(record["file_name"], str) or not record["file_name"]:
         return f"{name}: 'file_name' must be a non-empty string"
+    try:
+        record["file_name"].encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{name}: 'file_name' {record['file_name']!r} is not valid Unicode"
     for field in ("width", "height"):
         v = record[field]
-        if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or v <= 0:
+        number = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        if not number or v != int(v) or not 0 < v < 2**31:
             return f"{name}: '{field}' must be a positive integer, got {v!r}"
     return None
 
@@ -220,6 +226,7 @@ def build_index(coco_path, index_path, fingerprint: dict) -> list[str]:
     import ijson
 
     with atomic_path(index_path) as tmp:
+        first_error = None
         for reader in (stream_entries, loaded_entries):
             tmp.unlink(missing_ok=True)
             conn = sqlite3.connect(tmp)
@@ -228,14 +235,20 @@ def build_index(coco_path, index_path, fingerprint: dict) -> list[str]:
                 with conn:
                     _fill_index(conn, reader(coco_path))
                 break
-            except ijson.JSONError as err:  # e.g. NaN/Infinity, not strict JSON: retry with `json`
-                first_error = str(err).splitlines()[0]
-            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            except CocoFormatError as err:
+                raise CocoFormatError(f"{coco_path}: {err}") from None
+            except UnicodeEncodeError as err:  # a lone surrogate (\udcff) in a top-level key
+                raise CocoFormatError(
+                    f"{coco_path}: text that is not valid Unicode ({err})"
+                ) from None
+            except (ijson.JSONError, ValueError, RecursionError) as err:
+                # the stream reader fails on NaN/Infinity (not strict JSON): retry with `json`
+                if first_error is None:
+                    first_error = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    continue
                 raise CocoFormatError(
                     f"{coco_path}: malformed JSON ({first_error}; {err})"
                 ) from None
-            except CocoFormatError as err:
-                raise CocoFormatError(f"{coco_path}: {err}") from None
             finally:
                 conn.close()
         conn = sqlite3.connect(tmp)

@@ -15,6 +15,8 @@ pixel. Clicks (`points`, `point_labels`) go to the base and pin a disc of `click
 pixels around each click in the final mask.
 """
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -103,9 +105,10 @@ class CropLearnerPredictor:
         name = ckpt.get("path", "checkpoint")
         try:
             cfg = CropLearnerConfig(**ckpt["model_config"])
+            _check_config(cfg)
             model = CropUNet(cfg)
             model.load_state_dict(ckpt["model_state"])
-        except (TypeError, RuntimeError) as err:
+        except (TypeError, ValueError, RuntimeError) as err:
             raise CheckpointError(f"{name}: not a usable {KIND} checkpoint: {err}") from err
         return cls(
             model,
@@ -237,3 +240,23 @@ class CropLearnerPredictor:
                 xi, yi = int(np.floor(x)), int(np.floor(y))
                 if 0 <= xi < width and 0 <= yi < height:
                     masks[i, yi, xi] = label
+
+
+def _check_config(cfg: CropLearnerConfig) -> None:
+    """ValueError naming the field unless a stored config describes a network of sane size."""
+    for field, (low, high) in {"crop_size": (8, 1024), "width": (1, 256), "levels": (1, 8)}.items():
+        value = getattr(cfg, field)
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise ValueError(f"model_config {field} must be a whole number in [{low}, {high}]")
+    if cfg.crop_size % 2 ** (cfg.levels - 1):
+        raise ValueError("model_config crop_size is not divisible by 2 ** (levels - 1)")
+    for field in ("margin_frac", "margin_px", "base_logit", "outside_logit"):
+        value = getattr(cfg, field)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ValueError(f"model_config {field} must be a finite number, got {value!r}")
+    if cfg.base not in ("default", "ellipse"):
+        raise ValueError(f"model_config base must be 'default' or 'ellipse', got {cfg.base!r}")

@@ -92,6 +92,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
                 width, height = height, width
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
         raise ImageLoadError(f"{path}: cannot read the image size ({err})") from None
+    except Image.DecompressionBombError as err:  # refused by PIL at open: 2x its pixel limit
+        raise ImageLoadError(f"{path}: refused as a decompression bomb ({err})") from None
     return int(height), int(width)
 
 

@@ -1,9 +1,18 @@
 """COCO run-length encoding of masks (pycocotools), with `counts` as str for JSON."""
 
+import math
+
 import numpy as np
 from pycocotools import mask as mask_utils
 
-__all__ = ["encode_rle", "decode_rle", "decode_segmentation", "rle_area", "rle_to_bbox_xywh"]
+__all__ = [
+    "check_rle",
+    "encode_rle",
+    "decode_rle",
+    "decode_segmentation",
+    "rle_area",
+    "rle_to_bbox_xywh",
+]
 
 
 def encode_rle(mask: np.ndarray) -> dict:
@@ -16,6 +25,7 @@ def encode_rle(mask: np.ndarray) -> dict:
 
 
 def _as_bytes(rle: dict) -> dict:
+    check_rle(rle)
     counts = rle["counts"]
     if isinstance(counts, list):  # uncompressed RLE
         h, w = rle["size"]
@@ -26,10 +36,38 @@ def _as_bytes(rle: dict) -> dict:
     }
 
 
-def decode_rle(rle: dict) -> np.ndarray:
-    """COCO RLE (compressed str/bytes counts or uncompressed list counts) -> (H, W) bool mask."""
+MAX_RLE_PIXELS = 1 << 31  # an RLE of a larger mask is refused before anything is allocated
+
+
+def _whole(value, below: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < below
+
+
+def check_rle(rle) -> tuple[int, int]:
+    """(height, width) of a COCO RLE; ValueError naming the problem for anything pycocotools
+    could not decode safely (size not two whole numbers, more than MAX_RLE_PIXELS pixels,
+    counts neither a string nor a list of whole numbers)."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError("an RLE must be a dict with 'size' and 'counts'")
+    size, counts = rle["size"], rle["counts"]
+    if not (
+        isinstance(size, list | tuple) and len(size) == 2 and all(_whole(v, 2**31) for v in size)
+    ):
+        raise ValueError(f"RLE size must be [height, width], two whole numbers, got {size!r}")
+    if size[0] * size[1] > MAX_RLE_PIXELS:
+        raise ValueError(f"RLE size {list(size)} is over {MAX_RLE_PIXELS} pixels")
+    if isinstance(counts, list):
+        if not all(_whole(c, 2**32) for c in counts):
+            raise ValueError("RLE counts must be whole numbers >= 0")
+    elif not isinstance(counts, str | bytes):
+        raise ValueError(f"RLE counts must be a string or a list, got {type(counts).__name__}")
+    return int(size[0]), int(size[1])
+
+
+def decode_rle(rle: dict) -> np.ndarray:
+    """COCO RLE (compressed str/bytes counts or uncompressed list counts) -> (H, W) bool mask.
+
+    ValueError for a malformed RLE (`check_rle`, or counts that do not fit the size)."""
     return mask_utils.decode(_as_bytes(rle)).astype(bool)
 
 
@@ -50,14 +88,24 @@ def decode_segmentation(segmentation, height: int, width: int) -> np.ndarray:
     Raises ValueError for anything else, or an RLE whose size is not (height, width).
     """
     if isinstance(segmentation, dict):
-        mask = decode_rle(segmentation)
-        if mask.shape != (height, width):
-            raise ValueError(f"RLE size {list(mask.shape)} is not the image's [{height}, {width}]")
-        return mask
+        size = check_rle(segmentation)  # before decoding: a huge size is never allocated
+        if size != (height, width):
+            raise ValueError(f"RLE size {list(size)} is not the image's [{height}, {width}]")
+        return decode_rle(segmentation)
     if not isinstance(segmentation, list) or not all(
         isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0 for p in segmentation
     ):
-        raise ValueError("segmentation must be an RLE dict or a list of polygons [x1, y1, ...]")
+        raise ValueError(
+            "segmentation must be an RLE dict or a list of polygons [x1, y1, ...] of 3 or more points"
+        )
+    reach = 4 * max(height, width) + 1000  # pycocotools walks every pixel along each edge
+    for polygon in segmentation:
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in polygon):
+            raise ValueError("polygon coordinates must be numbers")
+        if not all(math.isfinite(v) and abs(v) <= reach for v in polygon):
+            raise ValueError(
+                f"polygon coordinates must be finite and within {reach} px of the image"
+            )
     if not segmentation:
         return np.zeros((height, width), dtype=bool)
     rles = mask_utils.frPyObjects([[float(v) for v in p] for p in segmentation], height, width)

@@ -144,13 +144,25 @@ def _coerce(value, hint, key: str, source: str):
     return value
 
 
-def _flatten_mapping(mapping: dict, prefix: str = "") -> dict:
-    """Accept nested YAML mappings too: {"model": {"backbone": x}} -> {"model.backbone": x}."""
+MAX_CONFIG_ENTRIES = 10_000  # a config has ~100 keys: more is a YAML alias bomb, not a config
+
+
+def _flatten_mapping(mapping: dict, source: str, prefix: str = "", seen=None) -> dict:
+    """Accept nested YAML mappings too: {"model": {"backbone": x}} -> {"model.backbone": x}.
+
+    ConfigError naming `source` past MAX_CONFIG_ENTRIES entries or 50 levels (aliases repeated
+    into billions of keys, or mappings nested for nothing)."""
+    seen = [0] if seen is None else seen
+    if prefix.count(".") > 50:
+        raise ConfigError(f"{source}: mappings nested over 50 levels deep ({prefix[:80]}...)")
     flat = {}
     for key, value in mapping.items():
+        seen[0] += 1
+        if seen[0] > MAX_CONFIG_ENTRIES:
+            raise ConfigError(f"{source}: over {MAX_CONFIG_ENTRIES} entries (YAML aliases?)")
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten_mapping(value, prefix=f"{name}."))
+            flat.update(_flatten_mapping(value, source, prefix=f"{name}.", seen=seen))
         else:
             flat[name] = value
     return flat
@@ -163,7 +175,7 @@ def apply_overrides(cfg, overrides: dict, source: str):
     and values of the wrong type.
     """
     cfg = dataclasses.replace(cfg)
-    for key, value in _flatten_mapping(overrides).items():
+    for key, value in _flatten_mapping(overrides, source).items():
         *parents, leaf = key.split(".")
         target = cfg
         for part in parents:
@@ -190,9 +202,13 @@ def read_config_file(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        text = path.read_bytes().decode("utf-8")
+        # libyaml when present: the pure-Python scanner takes seconds on a few thousand "["
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as err:  # ValueError: e.g. "\U0110364B"
+        raise ConfigError(f"{path}: not valid YAML ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
     return data

@@ -1,0 +1,159 @@
+"""Property-based fuzzing (hypothesis) of every parser at the input boundary; one table.
+
+    .venv/bin/python bench/fuzz.py [--cases 10000] [--seed 0] [--only KIND] [--details]
+
+Kinds (the strategies are bench/fuzz_inputs.py; every case runs in a fresh temporary folder):
+    coco segment   COCO files -> `box2mask segment` in process (`box2mask.cli.main`, embedded default)
+    coco import    COCO files -> annotator.export.import_coco into a SQLite label store
+    image bytes    PNG/JPEG/GIF/BMP/TIFF/WebP files cut, bit-flipped, spliced, with odd sizes ->
+                   box2mask.image_io.load_image and image_size
+    yaml config    YAML files -> train.config.load_config and train.crop_config.load_crop_config
+    checkpoint     crop-learner and Box2Mask-T checkpoints with broken bytes or fields ->
+                   box2mask.build_predictor (box2mask.checkpoint.load_checkpoint)
+    segment exit   a few COCO files through the real `box2mask segment` (a subprocess)
+
+A case ends as
+    clean error  the parser's own error (exit 2 / 1 for segment) with the input's path in its message
+    correct      a result that passes the kind's checks (shapes, sizes, counts, a round trip)
+    crash        anything else: another exception, a traceback, a wrong result, a changed input
+                 file, a partial output file or a temporary file left behind
+    hang         still running after --limit seconds
+"""
+
+import argparse
+import collections
+import contextlib
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hypothesis import HealthCheck, Phase, given, seed, settings
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import fuzz_inputs as inputs  # noqa: E402
+from bench.fuzz_checks import (  # noqa: E402
+    check_checkpoint,
+    check_coco_import,
+    check_coco_segment,
+    check_image,
+    check_segment_exit,
+    check_yaml,
+)
+
+KINDS = {  # name -> (strategy, check(case, folder) -> (status, detail), share of --cases)
+    "coco segment": (inputs.coco_files(), check_coco_segment, 0.15),
+    "coco import": (inputs.coco_files(), check_coco_import, 0.2),
+    "image bytes": (inputs.image_mutations(), check_image, 0.35),
+    "yaml config": (inputs.yaml_files(), check_yaml, 0.2),
+    "checkpoint": (inputs.checkpoint_mutations(), check_checkpoint, 0.1),
+    "segment exit": (inputs.coco_files(), check_segment_exit, 0.0),  # --exit-cases of them
+}
+STATUSES = ("clean error", "correct", "crash", "hang")
+
+
+class Hang(BaseException):
+    """Raised by the case timer (a BaseException: `except Exception` in the code under test
+    must not swallow it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise Hang in this (main) thread after `seconds`."""
+
+    def ring(signum, frame):
+        raise Hang()
+
+    previous = signal.signal(signal.SIGALRM, ring)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_case(kind: str, case, limit: float = 20.0) -> tuple[str, str]:
+    """(status, detail) of one case of `kind`, in a fresh temporary folder."""
+    check = KINDS[kind][1]
+    with tempfile.TemporaryDirectory(prefix="b2m-fuzz-") as tmp:
+        try:
+            with time_limit(limit):
+                return check(case, Path(tmp))
+        except Hang:
+            return "hang", f"over {limit} s"
+        except Exception as err:  # an uncaught exception of the code under test
+            return "crash", f"uncaught {type(err).__name__}: {str(err)[:160]}"
+
+
+def fuzz(kind: str, cases: int, seed_value: int, on_case, shrink: bool = False) -> None:
+    """Run the hand-picked EXAMPLES of `kind`, then `cases` hypothesis examples (fixed seed);
+    on_case(kind, case, status, detail) sees each. With `shrink`, an on_case that raises gets its example shrunk (tests)."""
+    for case in inputs.EXAMPLES.get(kind, []):
+        on_case(kind, case, *run_case(kind, case))
+    strategy = KINDS[kind][0]
+    phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
+
+    @seed(seed_value)
+    @settings(
+        max_examples=cases,
+        database=None,
+        deadline=None,
+        phases=phases,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(strategy)
+    def one(case):
+        on_case(kind, case, *run_case(kind, case))
+
+    one()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=10_000, help="in-process cases in all")
+    parser.add_argument(
+        "--exit-cases", type=int, default=30, help="`box2mask segment` subprocesses"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=list(KINDS), default=None)
+    parser.add_argument("--details", action="store_true", help="print every crash and hang")
+    args = parser.parse_args()
+    counts = collections.defaultdict(collections.Counter)
+    problems = []
+
+    def on_case(kind, case, status, detail):
+        counts[kind][status] += 1
+        if status in ("crash", "hang"):
+            problems.append((kind, status, detail, repr(case)[:300]))
+
+    start = time.time()
+    for kind, (_, _, share) in KINDS.items():
+        if args.only not in (None, kind):
+            continue
+        n = args.exit_cases if kind == "segment exit" else max(1, round(args.cases * share))
+        t0 = time.time()
+        fuzz(kind, n, args.seed, on_case)
+        print(f"{kind}: {sum(counts[kind].values())} cases in {time.time() - t0:.0f} s",
+              file=sys.stderr)  # fmt: skip
+    print(f"\nseed {args.seed}, {time.time() - start:.0f} s\n")
+    print("| input kind | cases | clean errors | correct results | crashes | hangs |")
+    print("|---|---|---|---|---|---|")
+    total = collections.Counter()
+    for kind, c in counts.items():
+        total.update(c)
+        print(f"| {kind} | {sum(c.values())} | " + " | ".join(str(c[s]) for s in STATUSES) + " |")
+    print(f"| **all** | **{sum(total.values())}** | " + " | ".join(f"**{total[s]}**" for s in STATUSES) + " |")  # fmt: skip
+    if problems and args.details:
+        print()
+        for kind, status, detail, case in problems:
+            print(f"- {kind}: {status}: {detail}\n    case: {case}")
+    elif problems:
+        print(f"\n{len(problems)} crashes / hangs; rerun with --details to list them")
+
+
+if __name__ == "__main__":
+    main()
