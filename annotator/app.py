@@ -242,6 +242,9 @@ def build_app(
                 [state, *extra],
                 full_view if full else label_view,
                 concurrency_id=MODEL_QUEUE,
+                # every press counts (Gradio's default drops a click while the last one runs):
+                # three quick Ctrl+Z are three undo steps
+                trigger_mode="multiple",
             )
 
         for number, button in enumerate(class_btns, start=1):

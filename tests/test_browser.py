@@ -21,7 +21,7 @@ from PIL import Image
 
 from annotator.store import SQLiteStore
 from box2mask.default_segmenter import LevelSetSegmenter
-from box2mask.rle import decode_rle
+from box2mask.rle import decode_rle, rle_to_bbox_xywh
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.browser
@@ -174,11 +174,9 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
     coco = json.loads((images / "box2mask_export" / "coco.json").read_text())
     (ann,) = coco["annotations"]
     assert ann["box2mask"]["verified"] and np.array_equal(decode_rle(ann["segmentation"]), mask)
-    assert (
-        (images / "box2mask_export" / "yolo" / "labels" / "chelsea.txt")
-        .read_text()
-        .startswith("0 ")
-    )
+    yolo = images / "box2mask_export" / "yolo"
+    (label_file,) = (yolo / "labels").rglob("chelsea.txt")  # labels/<train|val>/chelsea.txt
+    assert label_file.read_text().startswith("0 ") and (yolo / "data.yaml").is_file()
     page.close()
 
     # only the app's own pictures are served: no image file, nothing outside; uploads are capped
@@ -192,3 +190,96 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
         headers={"Content-Type": "multipart/form-data; boundary=x"},
     )
     assert status == 413
+
+
+def _wait(condition, what: str, timeout: float = 30.0):
+    """Poll `condition()` until it returns something truthy, then give the page half a second
+    to show the answer (the store is written before the picture is sent); fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            time.sleep(0.5)
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def test_number_keys_tighten_refine_undo_delete_escape(app, chromium):
+    """The labeling keys in a real browser: 1-9 classes (the next box gets the last one used),
+    T tighten, R refine, Ctrl+Z one step at a time, Esc deselects, Delete removes the selected
+    label only. What the store holds is checked after each key."""
+    url, images = app
+    store = SQLiteStore(images / "box2mask_labels.sqlite", images)
+
+    def labels():
+        return store.labels("chelsea.png")
+
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#b2m-annotator canvas", timeout=30000)
+    page.wait_for_function(
+        "document.querySelector('#b2m-image-info').innerText.includes('chelsea.png')"
+    )
+    time.sleep(1.0)
+    page.keyboard.press("2")  # nothing selected: only the next box's class
+    page.wait_for_function(
+        "document.querySelector('#b2m-image-info').innerText.includes('next box: cup')"
+    )
+    canvas = page.locator("#b2m-annotator canvas").first
+    c = stable_box(canvas)
+    iw, ih = Image.open(images / "chelsea.png").size
+    scale = min(c["width"] / iw, c["height"] / ih)
+    ox, oy = c["x"] + (c["width"] - iw * scale) / 2, c["y"] + (c["height"] - ih * scale) / 2
+    box = (120, 10, 350, 260)  # loose around the cat's head: tightening shrinks it
+    page.mouse.move(ox + box[0] * scale, oy + box[1] * scale)
+    page.mouse.down()
+    page.mouse.move(ox + box[2] * scale, oy + box[3] * scale, steps=8)
+    page.mouse.up()
+    page.wait_for_selector("#b2m-labels label", timeout=30000)
+    assert "1. cup · model" in page.inner_text("#b2m-labels")  # the class used last
+    page.click("#b2m-image-info")  # focus off the canvas (it keeps some keys for itself)
+
+    page.keyboard.press("1")  # the new label is selected: it becomes a cat
+    _wait(lambda: [x.class_name for x in labels()] == ["cat"], "the label to become a cat")
+    drawn = labels()[0]
+
+    page.keyboard.press("t")  # tighten: the box becomes the mask's tight box
+    tightened = _wait(
+        lambda: next((x for x in labels() if x.revision > drawn.revision), None), "tighten"
+    )
+    x, y, w, h = rle_to_bbox_xywh(drawn.mask_rle)
+    assert tightened.box_xyxy == [x, y, x + w, y + h] != drawn.box_xyxy
+    assert tightened.mask_rle == drawn.mask_rle
+
+    page.keyboard.press("r")  # refine from the mask
+    refined = _wait(
+        lambda: next((x for x in labels() if x.revision > tightened.revision), None), "refine"
+    )
+    assert refined.box_xyxy == tightened.box_xyxy
+
+    page.keyboard.press("Control+z")  # undo the refine only: the tightened label's mask
+    undone = _wait(
+        lambda: next((x for x in labels() if x.revision > refined.revision), None), "undo 1"
+    )
+    assert undone.mask_rle == tightened.mask_rle and undone.box_xyxy == tightened.box_xyxy
+    page.keyboard.press("Control+z")  # then the tighten: the drawn box again
+    undone = _wait(
+        lambda: next((x for x in labels() if x.revision > undone.revision), None), "undo 2"
+    )
+    assert undone.box_xyxy == drawn.box_xyxy and undone.class_name == "cat"
+
+    page.keyboard.press("Escape")  # deselect: Delete then removes nothing
+    page.wait_for_function("!document.querySelector('#b2m-labels input:checked')")
+    page.keyboard.press("Delete")
+    page.wait_for_function(
+        "document.querySelector('#b2m-status').innerText.includes('select a label first')"
+    )
+    assert len(labels()) == 1
+    page.click("#b2m-labels label")  # select it, then Delete removes it
+    time.sleep(1.0)  # the selection reaches the server
+    page.click("#b2m-image-info")
+    page.keyboard.press("Delete")
+    _wait(lambda: labels() == [], "the selected label to be deleted")
+    page.close()
+    store.close()
