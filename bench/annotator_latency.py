@@ -1,6 +1,6 @@
 """Annotator latency: time from box release to the mask overlay being ready, one table.
 
-    python bench/annotator_latency.py [--boxes 50] [--size 640] [--checkpoint CKPT ...] [--tiny-random]
+    python -m bench.annotator_latency [--boxes 50] [--size 640] [--checkpoint CKPT ...] [--tiny-random]
                                       [--browser]
 
 Session level, on the bundled demo images resized to `--size` px (longer side): for each of
@@ -30,15 +30,11 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from annotator.session import AnnotationSession, PredictorService  # noqa: E402
-from annotator.store import SQLiteStore  # noqa: E402
-from box2mask import build_predictor  # noqa: E402
-from box2mask.image_io import load_image  # noqa: E402
-
-DEMO = Path(__file__).resolve().parents[1] / "demo"
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_cpu.yaml"
+from annotator.session import AnnotationSession, PredictorService
+from annotator.store import SQLiteStore
+from bench.common import DEMO, random_checkpoint
+from box2mask import build_predictor
+from box2mask.image_io import load_image
 
 
 class Timed:
@@ -70,26 +66,6 @@ def make_images(folder: Path, size: int) -> list[str]:
         cv2.imwrite(str(folder / path.name), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         names.append(path.name)
     return names
-
-
-def tiny_random_checkpoint(path: Path, model_version="tiny-untrained", config=None) -> Path:
-    """An untrained model with the sizes of configs/tiny_cpu.yaml (latency does not depend on
-    the weights), saved as a checkpoint; `config` goes into it (e.g. {"image_size": 320})."""
-    from box2mask.checkpoint import save_checkpoint
-    from box2mask.model import build_model
-    from train.config import load_config
-
-    cfg = load_config(TINY_CONFIG, {"model.num_classes": 1}).model
-    torch.manual_seed(0)
-    save_checkpoint(
-        path,
-        model=build_model(cfg),
-        model_config=cfg,
-        class_names=["object"],
-        config=config or {},
-        model_version=model_version,
-    )
-    return path
 
 
 def measure(predictor, images_dir: Path, names: list[str], n_boxes: int, seed: int = 0) -> dict:
@@ -229,7 +205,11 @@ def main(argv=None) -> int:
         names = make_images(images_dir, args.size)
         checkpoints = [None] + list(args.checkpoint)
         if args.tiny_random:
-            checkpoints.append(tiny_random_checkpoint(Path(tmp) / "tiny.pt"))
+            checkpoints.append(
+                random_checkpoint(
+                    Path(tmp) / "tiny.pt", num_classes=1, model_version="tiny-untrained"
+                )
+            )
         print(
             f"{args.boxes} boxes, {len(names)} images at {args.size} px, device {args.device}, "
             f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} "

@@ -1,6 +1,6 @@
 """Throughput of `box2mask fiftyone apply`: images/s and boxes/s, 1 vs 2 processes; one table.
 
-    .venv/bin/python bench/fiftyone_throughput.py [--data ../shared/data/balloon] [--limit 74]
+    .venv/bin/python -m bench.fiftyone_throughput [--data ../shared/data/balloon] [--limit 74]
         [--repeat 2] [--copies 4] [--device cpu]
 
 Input: a temporary FiftyOne dataset of the first `--limit` images of a COCO dataset, its
@@ -23,9 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-sys.path.insert(0, str(REPO))
+from bench.common import REPO, SHARED
 
 # runs a command and prints the peak RSS (KiB) of its largest process, waited-for descendants
 # included (torchrun waits for its workers), on the last line of stderr

@@ -1,6 +1,6 @@
 """First-box latency with and without the background encodings cache, against the hundredth box.
 
-    python bench/first_box.py --checkpoint runs/tiny_balloon/last.pt [--data ../shared/data/balloon]
+    python -m bench.first_box --checkpoint runs/tiny_balloon/last.pt [--data ../shared/data/balloon]
                               [--images 8] [--image-size 320 1024] [--device cpu]
 
 For each of the first `--images` images of the dataset (one prompt: the first ground-truth box):
@@ -24,17 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from annotator_latency import tiny_random_checkpoint  # noqa: E402  (bench/)
-
-from train.box_prompt_eval import load_dataset  # noqa: E402
+from bench.common import random_checkpoint
+from train.box_prompt_eval import load_dataset
 
 
 def _tiny_checkpoint(folder: Path) -> Path:
     """A random-init model with the tiny_cpu.yaml sizes, saved as a checkpoint."""
-    return tiny_random_checkpoint(
-        folder / "tiny.pt", model_version="tiny-random", config={"image_size": 320}
+    return random_checkpoint(
+        folder / "tiny.pt", num_classes=1, model_version="tiny-random", config={"image_size": 320}
     )
 
 

@@ -1,6 +1,6 @@
 """Predictor latency: set_image and per-box decode, tiny and R50 configs, 512 and 1024 px; one table.
 
-    .venv/bin/python bench/latency.py [--device cpu|cuda] [--sizes 512 1024] [--models tiny r50 default]
+    .venv/bin/python -m bench.latency [--device cpu|cuda] [--sizes 512 1024] [--models tiny r50 default]
                                       [--repeat 5] [--compile] [--threads 1]
 
 For each model and size, one demo photo (demo/astronaut.png) is resized so its long side is the
@@ -32,43 +32,10 @@ import cv2
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from box2mask.default_segmenter import LevelSetSegmenter  # noqa: E402
-from box2mask.image_io import load_image  # noqa: E402
-from box2mask.model import build_model  # noqa: E402
-from box2mask.predictor import Box2MaskPredictor  # noqa: E402
-from train.config import load_config  # noqa: E402
-
-CONFIGS = {
-    "tiny": REPO / "configs" / "tiny_cpu.yaml",
-    "r50": REPO / "configs" / "box2mask_r50_coco.yaml",
-}
-
-
-def random_model(name: str) -> torch.nn.Module:
-    """The config's model with random weights (backbone_weights off: nothing is downloaded)."""
-    overrides = {"model.backbone_weights": None}
-    torch.manual_seed(0)
-    return build_model(load_config(CONFIGS[name], overrides).model)
-
-
-def random_checkpoint(name: str, path: Path, image_size: int) -> Path:
-    """`random_model(name)` saved as a self-describing checkpoint whose predictor encodes images
-    at `image_size` px (long side); for timing the segment command."""
-    from box2mask.checkpoint import save_checkpoint
-
-    cfg = load_config(CONFIGS[name], {"model.backbone_weights": None}).model
-    save_checkpoint(
-        path,
-        model=random_model(name),
-        model_config=cfg,
-        class_names=[f"class{i}" for i in range(cfg.num_classes)],
-        config={"image_size": image_size},
-        model_version=f"{name}-random-init",
-    )
-    return path
+from bench.common import REPO, random_model
+from box2mask.default_segmenter import LevelSetSegmenter
+from box2mask.image_io import load_image
+from box2mask.predictor import Box2MaskPredictor
 
 
 def test_image(size: int) -> np.ndarray:

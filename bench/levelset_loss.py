@@ -1,6 +1,6 @@
 """Level-set + LCM training loss: forward + backward, vectorized vs a naive per-box loop. One table.
 
-    python bench/levelset_loss.py [--images 8] [--boxes 50] [--size 512] [--channels 256]
+    python -m bench.levelset_loss [--images 8] [--boxes 50] [--size 512] [--channels 256]
                                   [--device cpu|cuda] [--repeat 3] [--naive-repeat 1]
 
 Setup (seeded): `--images` RGB images of `--size` px, stride-4 masks (128 x 128 for 512 px),
@@ -22,16 +22,13 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from box2mask.config import LossConfig  # noqa: E402
-from box2mask.lcm import propagate  # noqa: E402
-from box2mask.levelset import box_masks_from_boxes  # noqa: E402
-from box2mask.losses import MASK_STRIDE, Box2MaskCriterion  # noqa: E402
+from box2mask.config import LossConfig
+from box2mask.lcm import propagate
+from box2mask.levelset import box_masks_from_boxes
+from box2mask.losses import MASK_STRIDE, Box2MaskCriterion
 
 W_IMG, W_FEAT, W_LCM = 0.05, 5.0, 0.2
 

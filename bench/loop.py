@@ -40,8 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _bench_quality():
     """bench/quality.py (its baselines: filled box, GrabCut) beside this file."""
-    sys.path.insert(0, str(REPO / "bench"))
-    import quality
+    from bench import quality
 
     return quality
 

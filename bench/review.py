@@ -1,6 +1,6 @@
 """Review queue by likely errors: does the quality score find the bad masks? One table.
 
-    python bench/review.py --data ../shared/data/balloon ../shared/data/nuclei
+    python -m bench.review --data ../shared/data/balloon ../shared/data/nuclei
                            [--checkpoint CKPT ...] [--split all|train|val] [--limit N] [--fit]
 
 Prompts are the ground-truth tight boxes. For every mask: its true IoU against the ground truth,
@@ -24,12 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from box2mask.image_io import load_image  # noqa: E402
-from box2mask.mask_quality import QUALITY_WEIGHTS, quality_features, quality_score  # noqa: E402
-from box2mask.metrics import mask_iou  # noqa: E402
-from train.box_prompt_eval import load_dataset, spearman  # noqa: E402
+from box2mask.image_io import load_image
+from box2mask.mask_quality import QUALITY_WEIGHTS, quality_features, quality_score
+from box2mask.metrics import mask_iou
+from train.box_prompt_eval import load_dataset, spearman
 
 BAD_IOU = 0.75  # a mask below this IoU with the ground truth is "bad"
 QUEUE_SHARE = 0.2  # the review queue looks at the lowest-ranked 20%

@@ -1,6 +1,6 @@
 """Throughput of `box2mask segment`: images/s and boxes/s, 1 vs 2 processes, in one run; one table.
 
-    .venv/bin/python bench/throughput.py [--data ../shared/data/balloon] [--limit 24] [--device cpu]
+    .venv/bin/python -m bench.throughput [--data ../shared/data/balloon] [--limit 24] [--device cpu]
                                          [--model default|tiny|r50] [--image-size PX]
                                          [--segment-args "--batch-images 8 --amp bf16 --channels-last"]
 
@@ -33,9 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-sys.path.insert(0, str(REPO))
+from bench.common import REPO, SHARED
 
 
 def make_input(data: Path, limit: int, folder: Path) -> tuple[Path, Path, int, int]:
@@ -137,9 +135,11 @@ def main() -> None:
         images = args.data / "images"
         checkpoint = None
         if args.model != "default":
-            from bench.latency import random_checkpoint
+            from bench.common import random_checkpoint
 
-            checkpoint = random_checkpoint(args.model, folder / "model.pt", args.image_size)
+            checkpoint = random_checkpoint(
+                folder / "model.pt", args.model, config={"image_size": args.image_size}
+            )
             extra = ["--checkpoint", str(checkpoint), *extra]
         rows = {}
         for procs in process_counts:  # the fastest of --repeat runs: other jobs only slow it

@@ -3,8 +3,8 @@
     # the quality run of the README (at most 20 minutes on CPU, then the comparison table)
     nice -n 10 box2mask train --config configs/tiny_cpu.yaml --data ../shared/data/balloon \\
         --out runs/tiny_balloon --threads 1 --max-minutes 20
-    python bench/train_quality.py runs/tiny_balloon
-    python bench/quality.py --data ../shared/data/balloon --split val \\
+    python -m bench.train_quality runs/tiny_balloon
+    python -m bench.quality --data ../shared/data/balloon --split val \\
         --checkpoint runs/tiny_balloon/last.pt
 
 Prints one Markdown table: for each logged step, the total loss, the projection / level-set /

@@ -1,6 +1,6 @@
 """Training throughput: images/s and peak memory of one optimizer step, per config.
 
-    python bench/train_throughput.py [--device cpu|cuda] [--steps 3] [--threads 1]
+    python -m bench.train_throughput [--device cpu|cuda] [--steps 3] [--threads 1]
         [--case tiny:configs/tiny_cpu.yaml:320:4] [--case r50:configs/box2mask_r50_coco.yaml:256:2]
 
 Each case (name:config:image size:batch) runs in its own process (so peak memory is its own) on a
@@ -17,9 +17,9 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.common import REPO
+
 DEFAULT_CASES = ["tiny:configs/tiny_cpu.yaml:320:4", "r50:configs/box2mask_r50_coco.yaml:256:2"]
 
 

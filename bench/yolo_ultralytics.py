@@ -1,12 +1,12 @@
 """Load a box2mask YOLO-seg export with Ultralytics' own loader and print one table.
 
-    python bench/yolo_ultralytics.py EXPORT/data.yaml [--expect-images N] [--expect-objects M]
+    python -m bench.yolo_ultralytics EXPORT/data.yaml [--expect-images N] [--expect-objects M]
 
 Run it with a Python that has `ultralytics` installed, in a throwaway venv, never the project's:
 ultralytics pulls `opencv-python`, which shadows the project's `opencv-python-headless`:
 
     python3 -m venv /tmp/ultra && /tmp/ultra/bin/pip install ultralytics
-    /tmp/ultra/bin/python bench/yolo_ultralytics.py runs/export/yolo/data.yaml
+    /tmp/ultra/bin/python -m bench.yolo_ultralytics runs/export/yolo/data.yaml
 
 It imports nothing from box2mask. Steps: `check_det_dataset` (the check that `yolo train`
 runs first: data.yaml keys, paths), then a segmentation `YOLODataset` per split, which reads

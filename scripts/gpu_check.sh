@@ -30,14 +30,14 @@ status=0
 $PY -m pytest -m cuda -v -rs -p no:cacheprovider tests/ || status=1
 
 echo "== latency: set_image and per-box decode, tiny and R50 (random init), 512 and 1024 px"
-OMP_NUM_THREADS=1 $PY bench/latency.py --device cuda --compile --repeat 20
+OMP_NUM_THREADS=1 $PY -m bench.latency --device cuda --compile --repeat 20
 
 if [ -d "$DATA" ]; then
   echo "== segment throughput on $DATA"
-  OMP_NUM_THREADS=1 $PY bench/throughput.py --data "$DATA" --device cuda
-  OMP_NUM_THREADS=1 $PY bench/throughput.py --data "$DATA" --device cuda --model r50 \
+  OMP_NUM_THREADS=1 $PY -m bench.throughput --data "$DATA" --device cuda
+  OMP_NUM_THREADS=1 $PY -m bench.throughput --data "$DATA" --device cuda --model r50 \
     --image-size 1024
-  OMP_NUM_THREADS=1 $PY bench/throughput.py --data "$DATA" --device cuda --model r50 \
+  OMP_NUM_THREADS=1 $PY -m bench.throughput --data "$DATA" --device cuda --model r50 \
     --image-size 1024 --segment-args "--batch-images 8 --amp $AMP --channels-last"
 else
   echo "== segment throughput skipped: no dataset at $DATA"
