@@ -6,30 +6,17 @@ so a failure halfway never leaves a truncated export.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from annotator.coco_import import read_coco_labels
 from annotator.polygons import mask_to_polygons
 from annotator.store import LabelStore
+from box2mask.atomic_write import write_text_atomic
 from box2mask.box_ops import xyxy_to_xywh
 from box2mask.labels.coco import labelled_image_size
 from box2mask.rle import decode_rle, rle_area
 
 __all__ = ["class_names", "export_coco", "import_coco"]
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def class_names(store: LabelStore, images: list[str], classes) -> list[str]:
@@ -93,7 +80,7 @@ def export_coco(
                 "label_id": label.id,
             }
             coco["annotations"].append(ann)
-    _atomic_write(Path(out_path), json.dumps(coco))
+    write_text_atomic(out_path, json.dumps(coco))
     return coco
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from box2mask.atomic_write import atomic_write
 from box2mask.image_io import load_image
 from box2mask.mask_quality import QUALITY_WEIGHTS, quality_features, quality_score
 from box2mask.metrics import mask_iou
@@ -171,9 +172,8 @@ def main(argv=None) -> int:
                 )
     if args.save:
         arrays = {f"{d}|{p}/{k}": v for (d, p), data in results.items() for k, v in data.items()}
-        tmp = Path(args.save).with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(args.save)
+        with atomic_write(args.save, "wb") as f:
+            np.savez_compressed(f, **arrays)
 
     weights = dict(QUALITY_WEIGHTS)
     if args.fit:

@@ -13,7 +13,6 @@ reproduced with `--config runs/NAME/config.yaml`.
 
 import dataclasses
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from box2mask.atomic_write import write_text_atomic
 from box2mask.config import LossConfig, ModelConfig
 
 __all__ = [
@@ -267,10 +267,4 @@ def parse_set_args(items: list[str] | None) -> dict:
 
 def save_config(cfg, path: str | os.PathLike) -> None:
     """Write the resolved config as flat dotted keys (loadable by `load_config`), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(flatten_config(cfg), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(flatten_config(cfg), sort_keys=False))

@@ -14,7 +14,6 @@ run resumes with the same dataset and crop geometry.
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from box2mask.atomic_write import atomic_write
 from box2mask.crop_learner import (
     CropLearnerConfig,
     boxes_on_grid,
@@ -159,9 +159,6 @@ def load_or_build_crop_bank(
         device=device,
         progress=progress,
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".crop_bank.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
+    with atomic_write(path, "wb") as handle:
         torch.save(dict(vars(bank)), handle)
-    os.replace(tmp, path)
     return bank
