@@ -1,6 +1,6 @@
 """Refining existing masks: GT masks degraded, then refined by `segment --refine-existing`.
 
-    python bench/refine.py --data ../shared/data/balloon [--steps 3,20] [--limit N] [--threads 1]
+    python -m bench.refine --data ../shared/data/balloon [--steps 3,20] [--limit N] [--threads 1]
 
 Every GT mask of the dataset is degraded in one of four ways (polygon simplification at 3 and
 5 px tolerance, as hand-drawn or imported polygons; 2 px erosion; 2 px dilation) and then
