@@ -327,7 +327,8 @@ class AnnotationSession:
         if label.mask_rle is None or rle_area(label.mask_rle) == 0:
             raise ValueError("this label has no mask to tighten its box to")
         x, y, w, h = rle_to_bbox_xywh(label.mask_rle)
-        self._write(key, replace(label, box_xyxy=[x, y, x + w, y + h]))
+        if [x, y, x + w, y + h] != list(label.box_xyxy):  # already tight: no write, no undo step
+            self._write(key, replace(label, box_xyxy=[x, y, x + w, y + h]))
 
     def click(self, x: float, y: float, inside: bool, index: int | None = None) -> None:
         """A positive (inside) or negative click at image pixel (x, y): the box is decoded again

@@ -341,6 +341,9 @@ def test_tighten_replaces_the_box_by_the_masks_tight_box_and_undo_restores_it(en
     (shown,) = session.annotator_boxes()
     assert [shown[k] for k in ("xmin", "ymin", "xmax", "ymax")] == tight
     assert session.on_boxes_changed(session.annotator_boxes()) is False  # the UI's echo
+    steps = len(session.undo_stack)
+    session.tighten()  # already tight: nothing written, no undo step
+    assert len(session.undo_stack) == steps and store.labels("a.png")[0].revision == 2
     assert session.undo() and store.labels("a.png")[0].box_xyxy == before.box_xyxy
     session.reject()
     with pytest.raises(ValueError, match="no mask"):
