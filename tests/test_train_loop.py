@@ -147,7 +147,7 @@ def test_resume_continues_the_step_count_exactly(shapes, tmp_path):
 
 def test_non_finite_loss_names_the_batch(shapes, tmp_path, capsys):
     from box2mask.cli import main
-    from train.loop import batches_of_epoch as _batches_of_epoch
+    from train.dataset import batches_of_epoch as _batches_of_epoch
 
     out = tmp_path / "nan"
     # lr 1e30 turns every weight into ~1e30 after one step: the second step's loss is not finite

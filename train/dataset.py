@@ -20,7 +20,7 @@ from box2mask.image_io import load_image
 from box2mask.rle import decode_rle, decode_segmentation
 from train.augment import random_scale_crop_flip, resize_long_side
 
-__all__ = ["DatasetError", "CocoBoxDataset", "collate_batch", "load_gt_masks"]
+__all__ = ["DatasetError", "CocoBoxDataset", "batches_of_epoch", "collate_batch", "load_gt_masks"]
 
 
 class DatasetError(ValueError):
@@ -174,6 +174,25 @@ def read_coco(path: Path) -> dict:
     if not isinstance(coco, dict) or not isinstance(coco.get("images"), list):
         raise DatasetError(f"{path}: not a COCO instances file (no `images` list)")
     return coco
+
+
+def batches_of_epoch(dataset, cfg, dist_info, epoch: int) -> list[list[int]]:
+    """This process's index batches for `epoch` (DistributedSampler order; the last partial
+    batch is dropped so every step has the full effective batch)."""
+    from torch.utils.data import DistributedSampler
+
+    per_rank = cfg.batch_size // dist_info.world_size
+    sampler = DistributedSampler(
+        dataset,
+        num_replicas=dist_info.world_size,
+        rank=dist_info.rank,
+        shuffle=True,
+        seed=cfg.seed,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
+    indices = list(sampler)
+    return [indices[i : i + per_rank] for i in range(0, len(indices) - per_rank + 1, per_rank)]
 
 
 def collate_batch(samples: list[dict], size_divisibility: int = 32) -> dict:

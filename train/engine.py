@@ -20,6 +20,7 @@ __all__ = [
     "build_optimizer",
     "lr_factor",
     "describe_batch",
+    "prompt_seeds",
     "sample_prompts_per_image",
     "train_one_step",
 ]
@@ -78,6 +79,16 @@ def describe_batch(batch: dict) -> str:
     """'image ids [3, 7] (a.jpg, b.jpg)': how error messages name a batch."""
     names = ", ".join(batch["file_names"])
     return f"image ids {batch['image_ids']} ({names})"
+
+
+def prompt_seeds(cfg, step: int, image_ids: list[int]) -> list[int]:
+    """One seed per image of a batch from (seed, step, image id): the same prompts in any
+    process and after a resume."""
+    import numpy as np
+
+    return [
+        int(np.random.SeedSequence((cfg.seed, step, i)).generate_state(1)[0]) for i in image_ids
+    ]
 
 
 def sample_prompts_per_image(targets: list[dict], image_size, *, cfg, seeds: list[int]):

@@ -24,7 +24,7 @@ import torch
 from box2mask.atomic_write import write_text_atomic
 from train.distributed import DistInfo
 
-__all__ = ["Run", "fit", "build", "train_step", "save", "batches_of_epoch"]
+__all__ = ["Run", "fit", "build", "train_step", "save"]
 
 
 @dataclass
@@ -232,7 +232,7 @@ def resume(run: Run, ckpt: dict) -> None:
 def train_step(run: Run, batch: dict) -> dict:
     """One optimizer step on `batch` (this process's share): prompts sampled per image, the
     step, the schedule; returns the step's stats (loss terms, lr, grad_norm)."""
-    from train.engine import sample_prompts_per_image, train_one_step
+    from train.engine import prompt_seeds, sample_prompts_per_image, train_one_step
 
     cfg = run.cfg
     prompts, prompt_targets = sample_prompts_per_image(
@@ -308,7 +308,7 @@ def _train(run: Run, *, progress: bool, time_limit_s, stop_at_step) -> dict:
     """The loop: epochs of batches until the end step, the time limit or cfg.iterations."""
     from tqdm import tqdm
 
-    from train.dataset import collate_batch
+    from train.dataset import batches_of_epoch, collate_batch
     from train.distributed import all_reduce_mean, all_true
 
     cfg, dist_info = run.cfg, run.dist
@@ -370,35 +370,6 @@ def _train(run: Run, *, progress: bool, time_limit_s, stop_at_step) -> dict:
         return last_stats
     finally:
         bar.close()
-
-
-def batches_of_epoch(dataset, cfg, dist_info: DistInfo, epoch: int) -> list[list[int]]:
-    """This process's index batches for `epoch` (DistributedSampler order; the last partial
-    batch is dropped so every step has the full effective batch)."""
-    from torch.utils.data import DistributedSampler
-
-    per_rank = cfg.batch_size // dist_info.world_size
-    sampler = DistributedSampler(
-        dataset,
-        num_replicas=dist_info.world_size,
-        rank=dist_info.rank,
-        shuffle=True,
-        seed=cfg.seed,
-        drop_last=True,
-    )
-    sampler.set_epoch(epoch)
-    indices = list(sampler)
-    return [indices[i : i + per_rank] for i in range(0, len(indices) - per_rank + 1, per_rank)]
-
-
-def prompt_seeds(cfg, step: int, image_ids: list[int]) -> list[int]:
-    """One seed per image of a batch from (seed, step, image id): the same prompts in any
-    process and after a resume."""
-    import numpy as np
-
-    return [
-        int(np.random.SeedSequence((cfg.seed, step, i)).generate_state(1)[0]) for i in image_ids
-    ]
 
 
 def drop_metrics_after(path: Path, step: int) -> None:
