@@ -9,6 +9,8 @@ pixel (i, j) standing for the crop's point at fractions ((j + 0.5) / S, (i + 0.5
 - `box_windows`, `window_grid`, `paste_windows`: an S x S crop back to the image pixels whose
   centres lie in the box (never outside it).
 - `click_discs`: clicks -> discs of +1 / -1 on each box's grid.
+- `grid_to_image`, `tight_boxes`: a network's whole-image mask grid back to image pixels, and
+  each mask's tight box.
 """
 
 import numpy as np
@@ -23,6 +25,8 @@ __all__ = [
     "window_grid",
     "paste_windows",
     "click_discs",
+    "grid_to_image",
+    "tight_boxes",
 ]
 
 
@@ -151,3 +155,32 @@ def click_discs(points, point_labels, crop_boxes: torch.Tensor, size: int, radiu
     dy = centres[None, None, :, None] - grid_points[..., 1, None, None]  # (N, P, S, 1)
     hit = (dx * dx + dy * dy) <= radius**2  # (N, P, S, S)
     return (hit * (2 * labels - 1)[None, :, None, None]).sum(dim=1).clamp(-1, 1)
+
+
+def grid_to_image(maps: torch.Tensor, *, stride: int, resized: tuple[int, int], size):
+    """Maps (M, h, w) on the stride-`stride` grid of a padded network input -> (M, H, W) float
+    at image size, bilinear: up to the network input, the padding dropped (the image resized to
+    `resized` (H', W') sits at its top-left), then to the image's `size` (H, W)."""
+    import torch.nn.functional as F
+
+    up = F.interpolate(maps[None], scale_factor=stride, mode="bilinear", align_corners=False)
+    up = up[:, :, : resized[0], : resized[1]]
+    return F.interpolate(up, size=tuple(size), mode="bilinear", align_corners=False)[0]
+
+
+def tight_boxes(masks: torch.Tensor) -> torch.Tensor:
+    """(M, H, W) bool non-empty masks -> (M, 4) long XYXY tight boxes (x1, y1 exclusive)."""
+    height, width = masks.shape[-2:]
+    rows, cols = masks.any(dim=2), masks.any(dim=1)  # (M, H), (M, W)
+    idx_y = torch.arange(height, device=masks.device)
+    idx_x = torch.arange(width, device=masks.device)
+    big = height + width
+    return torch.stack(
+        [
+            torch.where(cols, idx_x, big).amin(1),
+            torch.where(rows, idx_y, big).amin(1),
+            torch.where(cols, idx_x, -1).amax(1) + 1,
+            torch.where(rows, idx_y, -1).amax(1) + 1,
+        ],
+        dim=1,
+    )

@@ -26,7 +26,15 @@ from box2mask.box_ops import validate_boxes
 from box2mask.checkpoint import build_model_from_checkpoint, load_checkpoint
 from box2mask.config import MASK_STRIDE
 from box2mask.fast_inference import amp_dtype, autocast, image_encoder
-from box2mask.geometry import box_windows, click_discs, grid_coords, paste_windows, window_grid
+from box2mask.geometry import (
+    box_windows,
+    click_discs,
+    grid_coords,
+    grid_to_image,
+    paste_windows,
+    tight_boxes,
+    window_grid,
+)
 from box2mask.levelset import chan_vese_energy, evolve, inscribed_ellipses
 from box2mask.mask_morphology import gaussian_blur
 
@@ -379,29 +387,11 @@ class Box2MaskPredictor:
                 np.zeros(0, dtype=np.int64),
                 np.zeros((0, 4), dtype=np.float64),
             )
-        # mask grid -> network input (x4) -> drop padding -> original size
-        new_h = round(height * self._scale[1])
-        new_w = round(width * self._scale[0])
-        up = F.interpolate(
-            logits[None], scale_factor=MASK_STRIDE, mode="bilinear", align_corners=False
-        )
-        up = up[:, :, :new_h, :new_w]
-        masks = F.interpolate(up, size=(height, width), mode="bilinear", align_corners=False)[0] > 0
+        resized = (round(height * self._scale[1]), round(width * self._scale[0]))
+        masks = grid_to_image(logits, stride=MASK_STRIDE, resized=resized, size=self._size) > 0
         nonempty = masks.any(dim=(-2, -1))
         masks, scores, labels = masks[nonempty], scores[nonempty], labels[nonempty]
-        rows, cols = masks.any(dim=2), masks.any(dim=1)  # (M, H), (M, W)
-        idx_y = torch.arange(height, device=masks.device)
-        idx_x = torch.arange(width, device=masks.device)
-        big = height + width
-        boxes = torch.stack(
-            [
-                torch.where(cols, idx_x, big).amin(1),
-                torch.where(rows, idx_y, big).amin(1),
-                torch.where(cols, idx_x, -1).amax(1) + 1,
-                torch.where(rows, idx_y, -1).amax(1) + 1,
-            ],
-            dim=1,
-        )
+        boxes = tight_boxes(masks)
         return (
             masks.cpu().numpy(),
             scores.cpu().numpy().astype(np.float32),
