@@ -1,7 +1,8 @@
 """An on-disk index of a COCO instances file, so any number of images is processed in flat memory.
 
 A COCO file lists annotations in any order and may be larger than memory, while segmenting needs
-each image's annotations together. `build_index` streams the file once (`coco_stream`) into SQLite;
+each image's annotations together. `build_index` streams the file once (`coco_stream`) into SQLite
+(records checked and linked by `coco_records`);
 afterwards images are visited one at a time (`iter_pending_images`), finished images are appended
 to per-process part files (`PartWriter`, one JSON line per image, safe against SIGKILL), and
 `write_coco` writes the output in the input's order: every top-level entry and every record kept,
@@ -18,7 +19,6 @@ Tables of the index (SQLite, one file):
 
 import hashlib
 import json
-import math
 import os
 import sqlite3
 from collections.abc import Iterator
@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from box2mask.atomic_write import atomic_path
-from box2mask.coco_stream import ARRAYS, CocoFormatError, loaded_entries, stream_entries
+from box2mask.coco_records import check_ids_and_categories, fill_index, link_annotations
+from box2mask.coco_stream import CocoFormatError, loaded_entries, stream_entries
 from box2mask.rle import rle_to_bbox_xywh
 from box2mask.shards import snake_rank
 
@@ -77,145 +78,6 @@ def file_sha256(path) -> str:
     return digest.hexdigest()
 
 
-def _check_image(record, idx: int) -> str | None:
-    """The problem with the image record at position `idx` of `images`, or None."""
-    if not isinstance(record, dict):
-        return f"image record #{idx} is not a JSON object"
-    name = f"image record #{idx}" + (f" (id {record['id']!r})" if "id" in record else "")
-    for field in ("id", "file_name", "width", "height"):
-        if field not in record:
-            return f"{name} lacks '{field}'"
-    if not isinstance(record["file_name"], str) or not record["file_name"]:
-        return f"{name}: 'file_name' must be a non-empty string"
-    try:
-        record["file_name"].encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{name}: 'file_name' {record['file_name']!r} is not valid Unicode"
-    for field in ("width", "height"):
-        v = record[field]
-        number = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-        if not number or v != int(v) or not 0 < v < 2**31:
-            return f"{name}: '{field}' must be a positive integer, got {v!r}"
-    return None
-
-
-def _fill_index(conn: sqlite3.Connection, entries: Iterator[tuple]) -> None:
-    pos = n_images = n_anns = 0
-    seen_arrays = set()
-    for kind, key, value in entries:
-        if kind == "top":
-            conn.execute("INSERT INTO top VALUES (?, ?, ?)", (pos, key, json.dumps(value)))
-            pos += 1
-        elif kind == "array":
-            conn.execute("INSERT INTO top VALUES (?, ?, NULL)", (pos, key))
-            seen_arrays.add(key)
-            pos += 1
-        elif kind == "images":
-            error = _check_image(value, n_images)
-            ok = error is None
-            conn.execute(
-                "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    n_images,
-                    json.dumps(value["id"]) if isinstance(value, dict) and "id" in value else None,
-                    value["file_name"] if ok else None,
-                    int(value["width"]) if ok else None,
-                    int(value["height"]) if ok else None,
-                    json.dumps(value),
-                    error,
-                ),
-            )
-            n_images += 1
-        else:  # an annotation
-            error, keys = None, {}
-            if not isinstance(value, dict):
-                error = "annotation is not a JSON object"
-            else:
-                keys = {
-                    k: json.dumps(value[k]) for k in ("id", "image_id", "category_id") if k in value
-                }
-                if "image_id" not in value:
-                    error = "annotation lacks 'image_id'"
-            conn.execute(
-                "INSERT INTO anns VALUES (?, ?, ?, ?, NULL, ?, ?)",
-                (
-                    n_anns,
-                    keys.get("id"),
-                    keys.get("image_id"),
-                    keys.get("category_id"),
-                    json.dumps(value),
-                    error,
-                ),
-            )
-            n_anns += 1
-    for key in ARRAYS:
-        if key not in seen_arrays:
-            raise CocoFormatError(f"'{key}' is missing or is not a list")
-
-
-def _link_annotations(conn: sqlite3.Connection) -> list[str]:
-    """Attach annotations to images by id; mark the ones that cannot be attached. Returns problems."""
-    problems = []
-    conn.execute("CREATE INDEX images_by_key ON images (id_key)")
-    for key, n in conn.execute(
-        "SELECT id_key, COUNT(*) FROM images WHERE id_key IS NOT NULL GROUP BY id_key HAVING COUNT(*) > 1"
-    ).fetchall():
-        error = f"image id {key} is used by {n} image records"
-        problems.append(error + "; their annotations are skipped")
-        conn.execute("UPDATE images SET error = ? WHERE id_key = ?", (error, key))
-    conn.execute(
-        "UPDATE anns SET image_idx = (SELECT idx FROM images WHERE images.id_key = anns.image_key) "
-        "WHERE error IS NULL"
-    )
-    for (error,) in conn.execute("SELECT error FROM images WHERE error IS NOT NULL"):
-        if not error.startswith("image id "):
-            problems.append(error)
-    conn.execute(
-        "UPDATE anns SET error = (SELECT error FROM images WHERE images.idx = anns.image_idx) "
-        "WHERE error IS NULL AND image_idx IS NOT NULL"
-    )
-    conn.execute(
-        "UPDATE anns SET error = 'image_id ' || image_key || ' is not in images' "
-        "WHERE error IS NULL AND image_idx IS NULL"
-    )
-    conn.execute("CREATE INDEX anns_by_image ON anns (image_idx)")
-    for ord_, id_key, error in conn.execute(
-        "SELECT ord, id_key, error FROM anns WHERE error IS NOT NULL AND image_idx IS NULL"
-    ):
-        name = f"annotation {id_key}" if id_key is not None else f"annotation #{ord_}"
-        problems.append(f"{name}: {error}")
-    return problems
-
-
-def _check_ids_and_categories(conn: sqlite3.Connection) -> list[str]:
-    """Warnings that do not stop anything: duplicate annotation ids, unknown category ids."""
-    warnings = [
-        f"warning: annotation id {key} appears {n} times (all kept)"
-        for key, n in conn.execute(
-            "SELECT id_key, COUNT(*) FROM anns WHERE id_key IS NOT NULL GROUP BY id_key "
-            "HAVING COUNT(*) > 1"
-        )
-    ]
-    row = conn.execute("SELECT value FROM top WHERE key = 'categories'").fetchone()
-    categories = json.loads(row[0]) if row else None
-    if not isinstance(categories, list):
-        return warnings
-    conn.execute("CREATE TEMP TABLE known (key TEXT PRIMARY KEY)")
-    conn.executemany(
-        "INSERT OR IGNORE INTO known VALUES (?)",
-        ((json.dumps(c.get("id")),) for c in categories if isinstance(c, dict)),
-    )
-    for ord_, id_key, category_key in conn.execute(
-        "SELECT ord, id_key, category_key FROM anns WHERE category_key IS NOT NULL "
-        "AND category_key NOT IN (SELECT key FROM known) ORDER BY ord"
-    ):
-        name = f"annotation {id_key}" if id_key is not None else f"annotation #{ord_} (no id)"
-        warnings.append(
-            f"warning: {name}: category_id {category_key} is not in categories (segmented anyway)"
-        )
-    return warnings
-
-
 def build_index(coco_path, index_path, fingerprint: dict) -> list[str]:
     """Stream the COCO file at `coco_path` into a new SQLite index at `index_path` (atomically).
 
@@ -233,7 +95,7 @@ def build_index(coco_path, index_path, fingerprint: dict) -> list[str]:
             conn.executescript(_SCHEMA)
             try:
                 with conn:
-                    _fill_index(conn, reader(coco_path))
+                    fill_index(conn, reader(coco_path))
                 break
             except CocoFormatError as err:
                 raise CocoFormatError(f"{coco_path}: {err}") from None
@@ -253,8 +115,8 @@ def build_index(coco_path, index_path, fingerprint: dict) -> list[str]:
                 conn.close()
         conn = sqlite3.connect(tmp)
         with conn:
-            problems = _link_annotations(conn)
-            problems += _check_ids_and_categories(conn)
+            problems = link_annotations(conn)
+            problems += check_ids_and_categories(conn)
             conn.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (json.dumps(fingerprint),))
         conn.close()
     return problems
