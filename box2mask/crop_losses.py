@@ -4,24 +4,54 @@
     loss_lcm        local consistency: L1 between the affinity-propagated and the raw mask in the box
     loss_cv_image   Chan-Vese region energy of the mask on the crop's normalised colours
     loss_cv_feat    Chan-Vese region energy on the learner's own (unit-norm) features
+    loss_pairwise   neighbours of similar colour share a label (BoxInst's pairwise term), in the box
     loss_distill    BCE to a teacher's soft mask (the embedded default's), inside the box
     loss_mask_bce   BCE to a verified (human) mask, for the crops that have one
     loss_mask_dice  dice to that mask
 
 Every term is the mean over the crops it applies to; the training config's `loss` section is the
-one weight dict (total = sum(weight[k] * loss[k]), `total_loss`). The first four need boxes only.
+one weight dict (total = sum(weight[k] * loss[k]), `total_loss`). The first five need boxes only.
 """
 
 import torch
 import torch.nn.functional as F
 
-from box2mask.lcm import lcm_affinity, lcm_loss
+from box2mask.lab import rgb_to_lab
+from box2mask.lcm import lcm_affinity, lcm_loss, neighbours
 from box2mask.levelset import box_masks_from_boxes, chan_vese_energy
 from box2mask.projection import dice_loss, projection_dice_loss
 
-__all__ = ["crop_affinity", "crop_losses", "total_loss"]
+__all__ = ["crop_affinity", "colour_edges", "pairwise_loss", "crop_losses", "total_loss"]
 
 LCM_STEPS, LCM_DILATION, LCM_TEMPERATURE = 5, 2, 0.3
+PAIR_DILATION, PAIR_THETA, PAIR_THRESHOLD = 2, 2.0, 0.3  # BoxInst's pairwise term
+
+
+def colour_edges(rgb: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
+    """Which neighbour pairs have similar colours, (N, 8, S, S) float in {0, 1}.
+
+    Pixel x and its neighbour y (box2mask.lcm offset k at PAIR_DILATION) form an edge when
+    exp(-|Lab(x) - Lab(y)| / PAIR_THETA) >= PAIR_THRESHOLD (Lab in OpenCV 8-bit units: a
+    difference of about 2.4 units or less) and both lie in the box (N, S, S).
+    """
+    lab = rgb_to_lab(rgb)
+    distance = (lab[:, :, None] - neighbours(lab, PAIR_DILATION)).norm(dim=1)  # (N, 8, S, S)
+    similar = torch.exp(-distance / PAIR_THETA) >= PAIR_THRESHOLD
+    both_in = (box[:, None] > 0.5) & (neighbours(box, PAIR_DILATION) > 0.5)
+    return (similar & both_in).float()
+
+
+def pairwise_loss(logits: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """-log P(x and y share a label) averaged over the edges of each crop, (N,).
+
+    P = p(x) p(y) + (1 - p(x)) (1 - p(y)) with p = sigmoid(logits (N, S, S)), computed in log space.
+    """
+    fg = F.logsigmoid(logits)
+    bg = F.logsigmoid(-logits)
+    same = torch.logaddexp(
+        fg[:, None] + neighbours(fg, PAIR_DILATION), bg[:, None] + neighbours(bg, PAIR_DILATION)
+    )
+    return -(same * edges).sum(dim=(1, 2, 3)) / edges.sum(dim=(1, 2, 3)).clamp_min(1.0)
 
 
 def crop_affinity(image: torch.Tensor) -> torch.Tensor:
@@ -40,6 +70,7 @@ def crop_losses(
     masks: torch.Tensor | None = None,
     has_mask: torch.Tensor | None = None,
     affinity: torch.Tensor | None = None,
+    rgb: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss terms for N crops.
 
@@ -51,6 +82,7 @@ def crop_losses(
         teacher: (N, S, S) soft teacher masks in [0, 1], or None (no distillation).
         masks: (N, S, S) verified masks in [0, 1] where `has_mask` (N,) bool, or None.
         affinity: (N, 8, S, S) `crop_affinity(image)` if already computed, else None.
+        rgb: (N, 3, S, S) the crop's colours in [0, 1] for the pairwise term, or None (term 0).
     Returns:
         {name: scalar tensor}; the mask terms are 0 when no crop has a verified mask.
     """
@@ -67,6 +99,10 @@ def crop_losses(
         "loss_cv_feat": chan_vese_energy(probs * box, F.normalize(features, dim=1), box).mean(),
     }
     zero = logits.sum() * 0.0
+    if rgb is not None:
+        losses["loss_pairwise"] = pairwise_loss(logits, colour_edges(rgb, box)).mean()
+    else:
+        losses["loss_pairwise"] = zero
     if teacher is not None:
         bce = F.binary_cross_entropy_with_logits(logits, teacher, reduction="none")
         losses["loss_distill"] = ((bce * box).sum(dim=(1, 2)) / area).mean()

@@ -21,6 +21,7 @@ class CropLossWeights:
     lcm: float = 0.5  # local consistency (affinity-propagated mask vs the mask)
     cv_image: float = 0.2  # Chan-Vese region energy on the crop's colours
     cv_feat: float = 0.05  # Chan-Vese region energy on the learner's features
+    pairwise: float = 0.0  # similar-colour neighbours share a label (BoxInst's pairwise term)
     distill: float = 1.0  # BCE to the embedded default's mask (with `teacher: default`)
     mask_bce: float = 1.0  # BCE to verified masks (with `mask_supervision`)
     mask_dice: float = 1.0  # dice to verified masks

@@ -226,6 +226,7 @@ def train_crop(
             masks=batch["masks"],
             has_mask=batch["has_mask"],
             affinity=batch["affinity"],
+            rgb=batch["rgb"] if weights["loss_pairwise"] else None,
         )
         loss = total_loss(losses, weights)
         if not torch.isfinite(loss):
