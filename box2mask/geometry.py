@@ -15,6 +15,7 @@ pixel (i, j) standing for the crop's point at fractions ((j + 0.5) / S, (i + 0.5
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "grow_boxes",
@@ -161,8 +162,6 @@ def grid_to_image(maps: torch.Tensor, *, stride: int, resized: tuple[int, int], 
     """Maps (M, h, w) on the stride-`stride` grid of a padded network input -> (M, H, W) float
     at image size, bilinear: up to the network input, the padding dropped (the image resized to
     `resized` (H', W') sits at its top-left), then to the image's `size` (H, W)."""
-    import torch.nn.functional as F
-
     up = F.interpolate(maps[None], scale_factor=stride, mode="bilinear", align_corners=False)
     up = up[:, :, : resized[0], : resized[1]]
     return F.interpolate(up, size=tuple(size), mode="bilinear", align_corners=False)[0]
