@@ -225,8 +225,6 @@ def _evaluate(args) -> int:
 
 
 def _app(args) -> int:
-    import signal
-
     import fiftyone as fo
 
     dataset = _load(args.dataset)
@@ -235,7 +233,7 @@ def _app(args) -> int:
         f"FiftyOne App on http://{args.address}:{args.port} - tag labels 'verified' or "
         "'needs_fix'; Ctrl+C to stop"
     )
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the App server too
+    # SIGTERM (`kill`) stops the App too: box2mask.cli turns it into KeyboardInterrupt
     try:
         session.wait(-1)  # serve until interrupted, whether or not a browser tab is open
     except KeyboardInterrupt:
@@ -243,10 +241,6 @@ def _app(args) -> int:
     finally:
         session.close()
     return 0
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _transfer(args) -> int:

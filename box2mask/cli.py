@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from box2mask import __version__
+from box2mask.interrupt import stop_on_sigterm, terminated
 
 __all__ = ["SUBCOMMANDS", "OPTIONAL_DEPENDENCIES", "build_parser", "main"]
 
@@ -26,6 +27,14 @@ SUBCOMMANDS = {
     "fiftyone": ("annotator.fiftyone_cmd", "apply box2mask to a FiftyOne dataset"),
     "retrain": ("annotator.retrain_cmd", "retrain from verified labels, evaluate, promote"),
     "models": ("train.models_cmd", "list model versions in the registry, roll back"),
+}
+
+# what a stopped (Ctrl-C / SIGTERM) command kept, told on stderr
+RESUME_HINTS = {
+    "segment": ": finished images are kept, rerun the same command to resume",
+    "train": ": last.pt holds the last checkpoint, continue with --resume",
+    "retrain": ": the registry is unchanged, rerun to start the round again",
+    "fiftyone": ": samples already written are kept (apply skips them when rerun)",
 }
 
 # top-level module of an optional dependency -> the extra that installs it
@@ -64,9 +73,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     command = _command(argv)
+    stop_on_sigterm()  # SIGTERM (a scheduler, `kill`) takes Ctrl-C's path in every command
     try:
         args = build_parser(command if command in SUBCOMMANDS else None).parse_args(argv)
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        return 143 if terminated() else code  # a server that shut down on SIGTERM
+    except KeyboardInterrupt:
+        how = "SIGTERM" if terminated() else "Ctrl-C"
+        hint = RESUME_HINTS.get(command, "")
+        print(f"box2mask {command}: stopped by {how}{hint}", file=sys.stderr)
+        return 143 if terminated() else 130
     except ModuleNotFoundError as err:
         top = (err.name or "").split(".")[0]
         if top not in OPTIONAL_DEPENDENCIES:

@@ -1,4 +1,5 @@
-"""Faults during training: SIGKILL then --resume, and a disk that fills up while saving last.pt.
+"""Faults during training: SIGKILL or SIGTERM then --resume, and a disk that fills up while saving
+last.pt.
 
 The other faults of the reliability issue are tested beside their code: SIGKILL during
 `segment` (tests/test_segment.py), during a store write (tests/test_store.py), disk full while
@@ -97,6 +98,23 @@ def kill_after_first_checkpoint(shapes: Path, out: Path) -> int:
     return load_checkpoint(out / "last.pt")["extra"]["step"]
 
 
+def sigterm_after_first_checkpoint(shapes: Path, out: Path) -> tuple[int, float, str]:
+    """Run `box2mask train` in a subprocess and SIGTERM it once last.pt first appears: its exit
+    status, the seconds it took to stop, its stderr."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "box2mask", *train_args(shapes, out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (out / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    if proc.poll() is not None:
+        raise RuntimeError(f"training ended before the signal:\n{proc.stderr.read()!r}")
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    return proc.returncode, time.monotonic() - start, stderr.decode()
+
+
 def disk_full_after(n_bytes: int):
     """A stand-in for torch.save that writes the first `n_bytes` of the real file, then ENOSPC."""
 
@@ -133,6 +151,20 @@ def test_sigkill_during_training_then_resume_ends_like_an_uninterrupted_run(
     out = tmp_path / "killed"
     killed_at = kill_after_first_checkpoint(shapes, out)
     assert 2 <= killed_at < STEPS
+    assert resume(out) == 0
+    assert differences(out, straight) == []
+
+
+def test_sigterm_during_training_stops_cleanly_then_resume_ends_like_an_uninterrupted_run(
+    shapes, straight, tmp_path
+):
+    """SIGTERM (a scheduler's stop) takes Ctrl-C's path: exit 143 within seconds, a message
+    that says how to go on, no temporary file, and --resume ends like the uninterrupted run."""
+    out = tmp_path / "stopped"
+    code, took, stderr = sigterm_after_first_checkpoint(shapes, out)
+    assert code == 143 and took < 10, stderr
+    assert "stopped by SIGTERM" in stderr and "--resume" in stderr and "Traceback" not in stderr
+    assert not [p.name for p in out.iterdir() if ".tmp" in p.name]
     assert resume(out) == 0
     assert differences(out, straight) == []
 
