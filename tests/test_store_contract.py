@@ -165,24 +165,34 @@ def test_invalid_labels_are_rejected_with_the_field_named(backend):
 
 _RACER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from dataclasses import replace
     {open_code}
     from box2mask.labels.store import StaleWriteError
 
-    check = type(store)._check_revision
-    def slow_check(*args, **kwargs):  # a slow process: time passes between check and write
-        check(*args, **kwargs)
-        time.sleep(1.5)
-    type(store)._check_revision = staticmethod(slow_check)
+    label_id, go, name, action = sys.argv[1:5]
 
-    label = store.get(sys.argv[1])
+    def slowed(method):  # a slow process: time passes between what it read and its write
+        def slow(*args, **kwargs):
+            out = method(*args, **kwargs)
+            time.sleep(1.5)
+            return out
+        return slow
+
+    kind = type(store)
+    if action == "update":  # between the revision check and the write
+        kind._check_revision = staticmethod(slowed(kind._check_revision))
+    elif hasattr(kind, "_size"):  # add: between reading the sample and writing it back
+        kind._size = slowed(kind._size)
+    label = store.get(label_id)
     print("ready", label.revision, flush=True)
-    go = sys.argv[2]
-    while not __import__("os").path.exists(go):
+    while not os.path.exists(go):
         time.sleep(0.01)
     try:
-        store.update(replace(label, class_name=sys.argv[3]))
+        if action == "update":
+            store.update(replace(label, class_name=name))
+        else:
+            store.add(replace(label, id=None, class_name=name))
         print("written", flush=True)
     except StaleWriteError:
         print("stale", flush=True)
@@ -190,17 +200,14 @@ _RACER = textwrap.dedent(
 )
 
 
-def test_two_processes_racing_on_one_label_cannot_both_write(backend, tmp_path):
-    """Both processes read revision 1, then update at the same moment, each pausing between its
-    revision check and its write: exactly one write lands, the other is refused as stale."""
-    store = backend.store
-    label = store.add(_label(backend.images[0]))
-    go = tmp_path / "go"
+def _race(backend, label_id, go: Path, action: str) -> list[str]:
+    """Two processes read label `label_id`, then both `action` ("update" or "add") at once;
+    returns their outcomes ("written" / "stale"), first then second."""
     code = _RACER.format(open_code=backend.open_code)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     racers = [
         subprocess.Popen(
-            [sys.executable, "-c", code, str(label.id), str(go), name],
+            [sys.executable, "-c", code, str(label_id), str(go), name, action],
             stdout=subprocess.PIPE,
             text=True,
             cwd=REPO,
@@ -214,13 +221,30 @@ def test_two_processes_racing_on_one_label_cannot_both_write(backend, tmp_path):
             assert next((x for x in lines if x.startswith("ready")), "").split() == ["ready", "1"]
         go.touch()
         outcomes = [racer.communicate(timeout=120)[0].split()[-1:] for racer in racers]
-        outcomes = [x[0] if x else "no answer" for x in outcomes]
     finally:
         for racer in racers:
             if racer.poll() is None:
                 racer.kill()
                 racer.wait()
+    return [x[0] if x else "no answer" for x in outcomes]
+
+
+def test_two_processes_racing_on_one_label_cannot_both_write(backend, tmp_path):
+    """Both processes read revision 1, then update at the same moment, each pausing between its
+    revision check and its write: exactly one write lands, the other is refused as stale."""
+    label = backend.store.add(_label(backend.images[0]))
+    outcomes = _race(backend, label.id, tmp_path / "go", "update")
     assert sorted(outcomes) == ["stale", "written"], outcomes
     winner = ("first", "second")[outcomes.index("written")]
-    final = store.get(label.id)
+    final = backend.store.get(label.id)
     assert final.revision == 2 and final.class_name == winner
+
+
+def test_two_processes_adding_at_once_both_land(backend, tmp_path):
+    """Two processes add a label to the same image at the same moment (each pausing between
+    reading the image's labels and writing): neither label is lost."""
+    image = backend.images[0]
+    label = backend.store.add(_label(image))
+    assert _race(backend, label.id, tmp_path / "go", "add") == ["written", "written"]
+    names = sorted(x.class_name for x in backend.store.labels(image))
+    assert names == ["cup", "first", "second"]
