@@ -126,3 +126,17 @@ def test_compiled_encoder_on_cpu_gives_the_same_masks(model, scenes):
     plain.set_state(a)
     compiled.set_state(b)
     assert np.array_equal(plain.predict(boxes)[0], compiled.predict(boxes)[0])
+
+
+def test_training_amp_words_resolve_to_the_predictor_vocabulary():
+    """One AMP vocabulary: a training config's "auto" / "fp32" become the predictor's words, and
+    everything else is checked by the predictor's `amp_dtype` (same errors)."""
+    from box2mask.fast_inference import amp_dtype, resolve_amp
+
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) == resolve_amp("fp32", cpu) == "off"
+    assert amp_dtype(resolve_amp("auto", cpu), cpu) is None
+    with pytest.raises(ValueError, match="amp must be one of off, bf16, fp16; got 'fp8'"):
+        amp_dtype(resolve_amp("fp8", cpu), cpu)
+    with pytest.raises(ValueError, match="amp='bf16' needs a CUDA device"):
+        amp_dtype(resolve_amp("bf16", cpu), cpu)

@@ -173,3 +173,18 @@ def test_set_parsing_is_used_by_the_command(shapes, tmp_path):
 
     out = tmp_path / "bad"
     assert main(["train", "--data", str(shapes), "--out", str(out), "--set", "iterationz=3"]) == 2
+
+
+def test_the_criterion_normalises_with_the_model_config_s_pixel_statistics(shapes, tmp_path):
+    from train.distributed import DistInfo
+    from train.loop import build
+
+    mean, std = [10.0, 20.0, 30.0], [2.0, 3.0, 4.0]
+    cfg = tiny_config(
+        shapes, tmp_path / "run", **{"model.pixel_mean": mean, "model.pixel_std": std}
+    )
+    one = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    run = build(cfg, one, progress=False)
+    assert run.criterion.pixel_mean.flatten().tolist() == mean
+    assert run.criterion.pixel_std.flatten().tolist() == std
+    assert run.raw_model.pixel_mean.flatten().tolist() == mean  # the same numbers as the model
