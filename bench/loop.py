@@ -40,7 +40,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _bench_quality():
     """bench/quality.py (its baselines: filled box, GrabCut) beside this file."""
-    from bench import quality
+    try:
+        from bench import quality  # python -m bench.loop
+    except ModuleNotFoundError:  # python bench/loop.py: bench/ itself is on sys.path
+        import quality
 
     return quality
 
