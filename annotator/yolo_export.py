@@ -7,8 +7,8 @@
         labels/{train,val}/<image>.txt  one object per line: class x1 y1 x2 y2 ... (0..1)
 
 Ultralytics finds an image's labels by replacing the last `/images/` of its path by `/labels/`
-and its extension by `.txt`, which is why images are linked in beside the labels; the user's
-files are never moved. Train and val are split by the same image-key hash as `box2mask retrain`
+and its extension by `.txt` (`label_file`), which is why images are linked in beside the labels;
+the user's files are never moved. Train and val are split by the same image-key hash as `box2mask retrain`
 (`train.label_export.is_eval_image`), so no image that retraining evaluates on is trained on.
 
 Which images are written: those with at least one object, and those marked done with no label
@@ -33,7 +33,7 @@ from annotator.store import LabelStore
 from box2mask.rle import decode_rle
 from train.label_export import is_eval_image
 
-__all__ = ["export_yolo", "mask_to_yolo_polygon"]
+__all__ = ["export_yolo", "label_file", "mask_to_yolo_polygon"]
 
 
 def mask_to_yolo_polygon(mask: np.ndarray) -> np.ndarray:
@@ -72,6 +72,16 @@ def _label_lines(labels, names: list[str], stats: dict) -> list[str]:
         coords = " ".join(f"{v:.6f}" for v in (poly / np.array([w, h])).reshape(-1))
         lines.append(f"{names.index(label.class_name)} {coords}")
     return lines
+
+
+def label_file(image_file: str) -> str:
+    """Where Ultralytics reads the labels of an image: the last `images/` folder of its path
+    becomes `labels/` and the extension `.txt` (paths relative to the dataset folder, "/"
+    separated). `images/train/a/b.jpg` -> `labels/train/a/b.txt`; an image key that holds an
+    `images/` folder itself keeps Ultralytics' rule: `images/train/x/images/b.jpg` ->
+    `images/train/x/labels/b.txt`."""
+    head, _, tail = ("/" + image_file).rpartition("/images/")
+    return f"{head}/labels/{tail}"[1:].rsplit(".", 1)[0] + ".txt"
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -137,7 +147,7 @@ def export_yolo(
                 continue  # unlabelled, or objects without masks: not a background image
             split = "val" if is_eval_image(key, val_fraction) else "train"
             _link_or_copy(images_dir / key, built / "images" / split / key)
-            label_path = (built / "labels" / split / key).with_suffix(".txt")
+            label_path = built / label_file(f"images/{split}/{key}")
             label_path.parent.mkdir(parents=True, exist_ok=True)
             label_path.write_text("".join(f"{x}\n" for x in lines))
             stats["images"] += 1

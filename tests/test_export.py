@@ -10,7 +10,7 @@ from PIL import Image
 
 from annotator.export import export_coco, import_coco
 from annotator.store import Label, SQLiteStore
-from annotator.yolo_export import export_yolo, mask_to_yolo_polygon
+from annotator.yolo_export import export_yolo, label_file, mask_to_yolo_polygon
 from box2mask.rle import decode_rle, encode_rle
 from train.label_export import is_eval_image
 
@@ -198,6 +198,13 @@ def test_yolo_segmentation_export(store, tmp_path):
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
+def test_label_files_sit_where_ultralytics_looks():
+    """The last `images/` folder of the image's path becomes `labels/`, extension `.txt`."""
+    assert label_file("images/train/a.png") == "labels/train/a.txt"
+    assert label_file("images/val/sub/b.c.jpg") == "labels/val/sub/b.c.txt"
+    assert label_file("images/train/x/images/b.jpg") == "images/train/x/labels/b.txt"
+
+
 def test_polygon_of_an_empty_mask_is_empty():
     assert mask_to_yolo_polygon(np.zeros((5, 5), bool)).shape == (0, 2)
 
@@ -217,9 +224,9 @@ def test_yolo_export_loads_in_ultralytics(tmp_path):
     if not python:
         pytest.skip("B2M_ULTRALYTICS_PYTHON (a Python with ultralytics) is not set")
     images = tmp_path / "images"
-    (images / "sub").mkdir(parents=True)
+    (images / "sub" / "images").mkdir(parents=True)
     store = SQLiteStore(tmp_path / "labels.sqlite", images)
-    keys = [f"im{i}.png" for i in range(8)] + ["sub/im8.jpg", "sub/im9.jpg"]
+    keys = [f"im{i}.png" for i in range(8)] + ["sub/im8.jpg", "sub/images/im9.jpg"]
     for i, key in enumerate(keys):
         Image.fromarray(np.full((H, W, 3), 40 + 20 * i, np.uint8)).save(images / key)
         for j, mask in enumerate((_ring_and_dot(), _bar())[: 1 + i % 2]):
