@@ -25,6 +25,9 @@ from box2mask.image_io import ImageLoadError
 __all__ = ["build_app", "SHORTCUTS_JS"]
 
 _UNCHANGED = object()  # an action's answer meaning "nothing changed: leave the widgets alone"
+# Gradio's temp files (each render is a JPEG there): every minute, those over 10 minutes old are
+# deleted, so a server left running keeps ~10 minutes of renders on disk, not an hour's
+TEMP_FILES = (60, 600)  # (how often, minimum age), seconds
 MODEL_QUEUE = "box2mask-model"  # the concurrency_id shared by every event that may call the model
 
 # Keyboard shortcuts: key -> elem_id of the button it presses (ignored while typing in a text box).
@@ -91,7 +94,7 @@ def build_app(
     """The annotator UI over a shared store and model. `export_dir`: where exports are written."""
     export_dir = Path(export_dir)
 
-    with gr.Blocks(title=title, delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title=title, delete_cache=TEMP_FILES) as demo:
         state = gr.State(None)
         gr.Markdown(f"### box2mask annotator\n{HELP}")
         with gr.Row():

@@ -1,6 +1,8 @@
 """Load: simulated annotators on one `box2mask annotate` server; no write lost or mixed up.
 
     .venv/bin/python bench/load.py [--users 8] [--seconds 120] [--think 0.5] [--balloon 3]
+    .venv/bin/python bench/load.py --servers 2 --users 8 --seconds 90   # two servers, one store
+    .venv/bin/python bench/load.py --soak --users 8 --seconds 1800      # the 10 s soak series
 
 Starts the real command (`box2mask annotate DIR --port P`, a subprocess) on a temporary folder
 with the demo images and a few balloon images (resized to --max-side), then runs one
@@ -21,6 +23,11 @@ Afterwards the SQLite store is checked against what the users were told:
 Refused stale writes (two users touched the same label) are correct behaviour and are counted.
 Latency: p50 / p95 per action, as seen by the client (queueing included). Memory: RSS of the
 server process sampled every second; it must stay flat (the model holds one encoded image).
+
+--servers N starts N servers on the same folder (one SQLite store, two people each running
+`box2mask annotate`); users are dealt to them in turn, so stale writes cross processes and the
+same store check applies. --soak adds a series every 10 s of server 0's RSS, open file
+descriptors, threads, Gradio's temp folder and the store's WAL (bench/load_soak.py).
 """
 
 import argparse
@@ -67,6 +74,10 @@ class LoadConfig:
     balloon: int = 3  # balloon images added to the 3 demo images
     max_side: int = 1024  # balloon images are resized to this longer side
     seed: int = 0  # random choices of the users
+    servers: int = 1  # `box2mask annotate` processes on the same folder and store (two people
+    #                   each starting it); user i talks to server i % servers
+    soak_every_s: float = 0.0  # >0: sample server 0's RSS, fds, threads, Gradio temp folder and
+    #                            the store's WAL this often (bench/load_soak.py)
 
 
 # ---------------------------------------------------------------------------- the server
@@ -90,8 +101,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(images_dir: Path, classes: list[str], workdir: Path, timeout_s: float = 180):
-    """Run `box2mask annotate` in a subprocess; returns (process, base URL) once it answers."""
+def start_server(
+    images_dir: Path, classes: list[str], workdir: Path, timeout_s: float = 180, name="server"
+):
+    """Run `box2mask annotate` in a subprocess; returns (process, base URL) once it answers.
+    Its output goes to `workdir/NAME.log`."""
     import httpx
 
     port = free_port()
@@ -103,13 +117,13 @@ def start_server(images_dir: Path, classes: list[str], workdir: Path, timeout_s:
     }
     cmd = [sys.executable, "-m", "box2mask", "annotate", str(images_dir)]
     cmd += ["--port", str(port), "--classes", ",".join(classes)]
-    log = open(workdir / "server.log", "w")  # noqa: SIM115 (closed with the process)
+    log = open(workdir / f"{name}.log", "w")  # noqa: SIM115 (closed with the process)
     proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"annotate exited early:\n{(workdir / 'server.log').read_text()}")
+            raise RuntimeError(f"annotate exited early:\n{(workdir / f'{name}.log').read_text()}")
         try:
             httpx.get(base + "/config", timeout=2).raise_for_status()
             return proc, base
@@ -382,19 +396,31 @@ def run_load(cfg: LoadConfig, workdir: Path) -> dict:
     images = sorted(sizes)
     classes = [f"u{i}" for i in range(cfg.users)]
     load_before = os.getloadavg()
-    proc, base = start_server(images_dir, classes, workdir)
+    store_path = images_dir / "box2mask_labels.sqlite"
+    servers = []
     try:
-        api = api_names(base)
-        api["delete box"] = api["draw box"]  # a delete is a box list without the box
-        sampler = RSSSampler(proc.pid)
+        for i in range(cfg.servers):
+            servers.append(start_server(images_dir, classes, workdir, name=f"server{i}"))
+        apis = [api_names(base) for _, base in servers]
+        for api in apis:
+            api["delete box"] = api["draw box"]  # a delete is a box list without the box
+        sampler = RSSSampler(servers[0][0].pid)
         sampler.start()
+        soak = None
+        if cfg.soak_every_s > 0:
+            from bench.load_soak import SoakSampler
+
+            soak = SoakSampler(
+                servers[0][0].pid, workdir / "gradio-tmp", store_path, every_s=cfg.soak_every_s
+            )
+            soak.start()
         ledger = Ledger()
         deadline = time.time() + cfg.seconds
         users = [
             Annotator(
                 i,
-                base=base,
-                api=api,
+                base=servers[i % cfg.servers][1],
+                api=apis[i % cfg.servers],
                 sizes=sizes,
                 images=images,
                 ledger=ledger,
@@ -412,15 +438,19 @@ def run_load(cfg: LoadConfig, workdir: Path) -> dict:
             t.join(timeout=cfg.seconds + 300)
         sampler.stop.set()
         sampler.join()
+        if soak is not None:
+            soak.stop.set()
+            soak.join()
     finally:
-        stop_server(proc)
-    store_path = images_dir / "box2mask_labels.sqlite"
+        for proc, _ in servers:
+            stop_server(proc)
     temp_mb = sum(p.stat().st_size for p in (workdir / "gradio-tmp").rglob("*") if p.is_file())
     return {
         "ledger": ledger,
         "checks": check_store(store_path, ledger),
         "mask_mb": mask_memory_mb(store_path, [u.image for u in users]),
-        "rss": sampler.samples,
+        "rss": sampler.samples,  # of server 0
+        "soak": soak.samples if soak is not None else [],
         "errors": [u.error for u in users if u.error],
         "temp_mb": temp_mb / 2**20,
         "load": (load_before, os.getloadavg()),
@@ -461,7 +491,7 @@ def mask_memory_mb(store_path: Path, open_images: list[str]) -> float:
 def print_report(cfg: LoadConfig, result: dict) -> None:
     ledger, checks = result["ledger"], result["checks"]
     print(
-        f"{cfg.users} users x {cfg.seconds:.0f} s, think {cfg.think_s} s, "
+        f"{cfg.users} users x {cfg.seconds:.0f} s on {cfg.servers} server(s), think {cfg.think_s} s, "
         f"{f'at most {cfg.max_own} labels per user and image, ' if cfg.max_own else ''}"
         f"{len(result['images'])} images ({result['images'][0]} shared); "
         f"load average {result['load'][0][0]:.1f} before, {result['load'][1][0]:.1f} after, "
@@ -498,9 +528,14 @@ def print_report(cfg: LoadConfig, result: dict) -> None:
     )
     for error in result["errors"]:
         print(f"user error: {error}")
+    if result["soak"]:
+        from bench.load_soak import print_series
+
+        print_series(result["soak"])
 
 
 def main() -> None:
+    sys.path.insert(0, str(REPO))  # bench.load_soak, when run as a script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = LoadConfig()
     parser.add_argument("--users", type=int, default=defaults.users)
@@ -515,6 +550,17 @@ def main() -> None:
     parser.add_argument("--balloon", type=int, default=defaults.balloon)
     parser.add_argument("--max-side", type=int, default=defaults.max_side)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument(
+        "--servers",
+        type=int,
+        default=defaults.servers,
+        help="annotate processes on the same folder and store; users dealt round-robin",
+    )
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="sample server 0's RSS, fds, threads, Gradio temp folder and WAL every 10 s",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
     cfg = LoadConfig(
@@ -525,6 +571,8 @@ def main() -> None:
         balloon=args.balloon,
         max_side=args.max_side,
         seed=args.seed,
+        servers=args.servers,
+        soak_every_s=10.0 if args.soak else 0.0,
     )
     workdir = Path(tempfile.mkdtemp(prefix="box2mask-load-"))
     try:

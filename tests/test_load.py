@@ -81,3 +81,32 @@ def test_three_users_for_fifteen_seconds_lose_nothing(tmp_path):
     }
     assert ledger.times["draw box"] and ledger.times["accept"]
     assert len(result["rss"]) >= 10
+
+
+def test_soak_series_reports_growth_after_the_warm_up(capsys):
+    from bench.load_soak import Sample, flat_after_warmup, print_series
+
+    samples = [Sample(10.0 * i, 700 + min(i, 5), 40, 12, 1.0 + i, 0.5) for i in range(60)]
+    assert flat_after_warmup(samples, "rss_mb", warmup_s=120) == (705, 0)
+    assert flat_after_warmup(samples, "temp_mb", warmup_s=120)[1] > 30  # a growing temp folder
+    print_series(samples)
+    out = capsys.readouterr().out
+    assert out.count("\n| ") == 1 + 11  # the header, a row a minute (0..9) and the last
+    assert "rss_mb 705.0 -> +0.0" in out
+
+
+@pytest.mark.slow
+def test_two_servers_on_one_store_lose_nothing(tmp_path):
+    """1-4 min: 2 `box2mask annotate` processes on one folder, 2 users each, for 15 s."""
+    result = run_load(
+        LoadConfig(users=4, servers=2, seconds=15, think_s=0.3, balloon=1, soak_every_s=5),
+        tmp_path,
+    )
+    assert result["errors"] == []
+    assert {k: v for k, v in result["checks"].items() if k != "labels stored"} == {
+        "lost": 0,
+        "mixed up": 0,
+        "revision": 0,
+        "resurrected": 0,
+    }
+    assert len(result["soak"]) >= 2 and result["soak"][0].fds > 0
