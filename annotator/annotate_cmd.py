@@ -138,7 +138,11 @@ def run(args) -> int:
             print(f"box2mask annotate: {images_dir}: no such folder", file=sys.stderr)
             return 2
         store_path = Path(args.store) if args.store else images_dir / STORE_NAME
-        store = SQLiteStore(store_path, images_dir)
+        try:
+            store = SQLiteStore(store_path, images_dir)
+        except (RuntimeError, OSError) as err:  # e.g. a read-only folder: a message, no traceback
+            print(f"box2mask annotate: {err}", file=sys.stderr)
+            return 2
         classes = classes or ["object"]
         export_dir = store_path.parent / "box2mask_export"
         where = str(store_path)

@@ -206,7 +206,8 @@ def build_app(
                     except StaleWriteError as err:
                         gr.Warning(str(err))
                         note = f"⚠️ Refused: {err}"
-                    except (IndexError, ValueError, PermissionError, ImageLoadError) as err:
+                    except (IndexError, ValueError, OSError, ImageLoadError) as err:  # OSError:
+                        # the store refused the write (disk full, read-only): nothing was saved
                         note = f"⚠️ {err}"
                     if note is _UNCHANGED:
                         return tuple(gr.skip() for _ in (full_view if full else label_view))
@@ -294,8 +295,16 @@ def build_app(
         )
 
         def on_export(session, only_verified):
-            coco = export_coco(store, export_dir / "coco.json", images_dir, classes, only_verified)
-            stats = export_yolo(store, export_dir / "yolo", images_dir, classes, only_verified)
+            try:
+                coco = export_coco(
+                    store, export_dir / "coco.json", images_dir, classes, only_verified
+                )
+                stats = export_yolo(store, export_dir / "yolo", images_dir, classes, only_verified)
+            except OSError as err:  # disk full, read-only folder
+                return (
+                    [],
+                    f"⚠️ Export failed: {err}. No export file is half-written (each is the new or the previous one).",
+                )
             download = Path(tempfile.mkdtemp(prefix="box2mask-export-"))  # Gradio serves from here
             shutil.copy(export_dir / "coco.json", download / "coco.json")
             yolo_zip = shutil.make_archive(str(download / "yolo"), "zip", export_dir / "yolo")

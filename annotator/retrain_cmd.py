@@ -2,7 +2,8 @@
 
 It opens the label store (SQLite, or a FiftyOne dataset) and the registry, runs the round, prints
 what happened and closes the store. Exit status: 0 done (promoted or kept), 2 bad arguments or
-nothing to train on, 3 another retrain holds the registry lock.
+nothing to train on, 3 another retrain holds the registry lock, 1 a file could not be written
+(disk full, read-only folder: the registry is left as it was).
 
 Example cron line (every Monday 02:00; the lock makes an overlapping run exit at once):
     0 2 * * 1  cd /data/project && .venv/bin/box2mask retrain --store labels.sqlite \\
@@ -125,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
     registry_dir = args.registry or (
         Path(args.store).resolve().parent / "models" if args.store else Path("models")
     )
-    registry = ModelRegistry(registry_dir)
     try:
+        registry = ModelRegistry(registry_dir)
         result = retrain(
             store=store,
             images_dir=images_dir,
@@ -147,6 +148,13 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, RetrainError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # disk full, read-only work folder or registry
+        print(
+            f"error: {err}; the registry {registry_dir} is unchanged (the promoted model is still "
+            "the one served)",
+            file=sys.stderr,
+        )
+        return 1
     finally:
         store.close()
     data = result["data"]

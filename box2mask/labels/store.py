@@ -6,6 +6,7 @@ older revision (another tab or process changed the label since) raises StaleWrit
 overwriting. The FiftyOne backend (annotator.fiftyone_store) implements the same Protocol.
 """
 
+import errno
 import json
 import os
 import sqlite3
@@ -145,7 +146,8 @@ class SQLiteStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as err:
-            raise RuntimeError(f"{self.path}: cannot open the label store ({err})") from None
+            hint = "" if os.access(self.path.parent, os.W_OK) else "; its folder is read-only"
+            raise RuntimeError(f"{self.path}: cannot open the label store ({err}{hint})") from None
         self._lock = threading.Lock()
 
     # -- reads ---------------------------------------------------------------------------------
@@ -228,7 +230,7 @@ class SQLiteStore:
 
     # -- helpers -------------------------------------------------------------------------------
     def _write(self):
-        return _Transaction(self._db, self._lock)
+        return _Transaction(self._db, self._lock, self.path)
 
     @staticmethod
     def _check_revision(db, label_id: str, revision: int, action: str) -> None:
@@ -247,15 +249,21 @@ class SQLiteStore:
 
 
 class _Transaction:
-    """`with` block = one IMMEDIATE transaction (takes the write lock up front): commit or roll back."""
+    """`with` block = one IMMEDIATE transaction (takes the write lock up front): commit or roll back.
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock):
-        self.db, self.lock = db, lock
+    A write the disk or the folder refuses (full, read-only) is rolled back and raised as OSError
+    (ENOSPC / EROFS: PermissionError) naming the store: nothing of it is stored."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.Lock, path: Path):
+        self.db, self.lock, self.path = db, lock, path
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
         try:
             self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as err:
+            self.lock.release()
+            raise _write_error(self.path, err) from None
         except BaseException:
             self.lock.release()
             raise
@@ -263,9 +271,31 @@ class _Transaction:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.OperationalError as err:  # the commit itself failed
+                    if self.db.in_transaction:
+                        self.db.execute("ROLLBACK")
+                    raise _write_error(self.path, err) from None
+            elif self.db.in_transaction:  # SQLite may have rolled back already (disk full)
+                self.db.execute("ROLLBACK")
         finally:
             self.lock.release()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise _write_error(self.path, exc) from None
+
+
+def _write_error(path: Path, err: sqlite3.OperationalError) -> OSError:
+    """The OSError a refused store write raises: disk full, read-only, or another I/O error."""
+    text = str(err)
+    if "full" in text:
+        return OSError(errno.ENOSPC, f"{path}: disk full, the change was not saved ({text})")
+    if "readonly" in text or "read-only" in text or "unable to open" in text:
+        return PermissionError(
+            errno.EROFS, f"{path}: the label store is read-only, the change was not saved ({text})"
+        )
+    return OSError(errno.EIO, f"{path}: the change was not saved ({text})")
 
 
 def _label_values(label: Label) -> tuple:
