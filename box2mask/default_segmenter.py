@@ -50,7 +50,7 @@ from box2mask.geometry import (
     window_grid,
 )
 from box2mask.guided_filter import guided_filter
-from box2mask.levelset import box_masks_from_boxes
+from box2mask.levelset import box_masks_from_boxes, inscribed_ellipses
 from box2mask.levelset_floor import (
     blend_phi,
     crowding,
@@ -59,7 +59,7 @@ from box2mask.levelset_floor import (
     separation,
     trust_weight,
 )
-from box2mask.mask_morphology import fill_holes, largest_component, open_close
+from box2mask.mask_morphology import dilate, fill_holes, largest_component, open_close
 from box2mask.region_competition import box_prior, evolve_region_competition, side_weights
 
 __all__ = [
@@ -112,6 +112,9 @@ class LevelSetConfig:
     refine_sharpness: float = 1.0  # the filter's input is sigmoid(sharpness * phi)
     refine_min_scale: float = 1.0  # snap only boxes whose grid pixel spans more image pixels
     click_radius: float = 2.0  # radius of the disc a click pins, grid pixels
+    keep_prior_radius: int = 1  # grid pixels this near a change come from phi, the rest from the
+    # starting shape at image resolution (ellipse or init mask); -1 = always resample phi
+    init_change_logit: float = 1.5  # refining given masks, only |phi| above this is a change
 
 
 @dataclass
@@ -149,7 +152,7 @@ class LevelSetSegmenter:
     NumPy masks run on the CPU.
     """
 
-    model_version = "levelset-default-2"
+    model_version = "levelset-default-3"
 
     def __init__(self, config: LevelSetConfig | None = None, device: str = "cpu"):
         self.config = config or LevelSetConfig()
@@ -246,15 +249,18 @@ class LevelSetSegmenter:
         pins = click_discs(*clicks, crops.crop_boxes, size, cfg.click_radius)
         ellipse = box_prior(crops.grid_boxes, size, cfg)
         prior = ellipse
+        init = None
         if init_masks is not None:  # start from the given masks, sampled like the colours
             init = torch.as_tensor(init_masks, device=self.device)
             start = gather_grid(init, crops.rows, crops.cols)
             prior = torch.where(box_masks, torch.where(start, 1.0, -1.0) * cfg.init_logit, prior)
+        prior_inside = (prior > 0) & box_masks  # the starting shape on the grid
         if cfg.local_background:
             sides = side_weights(crops.grid_boxes, size)
         else:
             sides = torch.ones_like(prior)[:, None]
         phi = evolve_region_competition(prior, bin_index, box_masks, ring, sides, pins, cfg)
+        confident = phi.abs() > (cfg.init_change_logit if init_masks is not None else 0.0)
         final = self._clean(phi, box_masks, pins, cfg)
         # no evidence for an object filling its box: fall back to the box's starting shape
         fill = final.sum(dim=(1, 2)) / box_masks.sum(dim=(1, 2)).clamp_min(1)
@@ -269,7 +275,13 @@ class LevelSetSegmenter:
             final = (phi > 0) & box_masks
         num_bins = cfg.bins**3
         scores = quality_score(final, bin_index, box_masks, ring, num_bins, cfg.hist_floor)
-        masks = self._paste(phi, crops, trust >= cfg.snap_min_trust, cfg, pins=pins)
+        # grid pixels the evolution changed (and their neighbours) come from phi; the rest keeps
+        # the starting shape at image resolution (no resampling round trip)
+        changed = None
+        if cfg.keep_prior_radius >= 0:
+            changed = dilate((final != prior_inside) & confident, cfg.keep_prior_radius)
+        snap = trust >= cfg.snap_min_trust
+        masks = self._paste(phi, crops, snap, cfg, pins=pins, changed=changed, init=init)
         return masks, scores.cpu().numpy(), trust.cpu().numpy()
 
     @staticmethod
@@ -318,13 +330,15 @@ class LevelSetSegmenter:
             masks = (masks | (pins > 0)) & (pins >= 0) & box_masks
         return masks
 
-    def _paste(self, phi, crops: _Crops, snap, cfg, pins=None):
+    def _paste(self, phi, crops: _Crops, snap, cfg, pins=None, changed=None, init=None):
         """Sample phi (N, S, S) at every image pixel inside each box -> (N, H, W) bool.
 
         Boxes where `snap` (N,) bool is set and whose grid is coarser than the image (a grid
         pixel over `refine_min_scale` image pixels) are snapped to image edges by a colour guided
         filter of sigmoid(phi). Click discs `pins` (N, S, S) keep their label whatever the
-        snapping does (a small pinned disc would otherwise be averaged away).
+        snapping does (a small pinned disc would otherwise be averaged away). Image pixels whose
+        grid pixel is not `changed` (N, S, S) bool take the starting shape at image resolution:
+        `init` (N, H, W) bool masks, or without them the inscribed ellipse of each box.
         """
         height, width = self._size
         pad = cfg.refine_radius
@@ -344,6 +358,20 @@ class LevelSetSegmenter:
             soft = torch.sigmoid(sampled * cfg.refine_sharpness)
             snapped = guided_filter(guide, soft, radius=pad, eps=cfg.refine_eps) > 0.5
             inside = torch.where(refine[:, None, None], snapped, inside)
+        if changed is not None:
+            moved = F.grid_sample(
+                changed[:, None].float(), grid, mode="nearest", align_corners=False
+            )
+            if init is not None:
+                start = gather_grid(init, rows.clamp(0, height - 1), cols.clamp(0, width - 1))
+            else:  # the ellipse in window pixels: the image's own, shifted by the window origin
+                origin = (lo - pad).float().repeat(1, 2)
+                start = inscribed_ellipses(crops.boxes - origin, out_h, out_w, 1.0, 0.0) > 0.5
+            # snapped boxes keep their image edges, unless refining a given mask
+            keep = (
+                (moved[:, 0] < 0.5) & ~refine[:, None, None] if init is None else moved[:, 0] < 0.5
+            )
+            inside = torch.where(keep, start, inside)
         if pins is not None:
             pinned = F.grid_sample(pins[:, None], grid, mode="nearest", align_corners=False)[:, 0]
             inside = torch.where(pinned != 0, pinned > 0, inside)

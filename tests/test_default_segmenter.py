@@ -96,7 +96,8 @@ def test_small_object_is_segmented_on_an_upsampled_crop():
     yy, xx = np.mgrid[:64, :64]
     obj = (yy - 30) ** 2 + (xx - 30) ** 2 <= 5**2  # 11 px disc
     image[obj] = (230, 230, 90)
-    seg = LevelSetSegmenter(LevelSetConfig(steps=12))  # the default 96 px grid
+    # the 96 px grid, evolution kept (the floor distrusts this box and keeps its ellipse, 0.84)
+    seg = LevelSetSegmenter(LevelSetConfig(steps=12, adaptive_grid=False, floor=False))
     seg.set_image(image)
     masks, _ = seg.predict(_tight_box(obj)[None])
     assert mask_iou(masks[0], obj) > 0.9
@@ -280,3 +281,30 @@ def test_adaptive_grid_matches_the_fixed_grid_on_medium_boxes():
             seg.set_image(image)
             out.append(seg.predict(boxes)[0][0])
         assert mask_iou(out[0], out[1]) > 0.98
+
+
+def test_untrusted_box_is_exactly_the_image_resolution_ellipse():
+    rng = np.random.default_rng(5)
+    image = np.clip(rng.normal(128, 10, (80, 80, 3)), 0, 255).astype(np.uint8)
+    boxes = np.array([[20.0, 24.0, 56.0, 52.0], [30.0, 10.0, 41.0, 23.0]])  # grid 80 and 32
+    seg = LevelSetSegmenter()
+    seg.set_image(image)
+    masks, _ = seg.predict(boxes)
+    assert np.all(seg.last_trust == 0)
+    for mask, box in zip(masks, boxes, strict=True):
+        assert np.array_equal(mask, _ellipse(box, 80, 80))  # not the grid's coarser ellipse
+
+
+def test_refining_keeps_fine_detail_the_colours_do_not_contradict():
+    rng = np.random.default_rng(6)
+    image = np.clip(rng.normal(128, 6, (240, 240, 3)), 0, 255).astype(np.uint8)  # no evidence
+    yy, xx = np.mgrid[:240, :240] + 0.5
+    comb = (xx.astype(int) // 2) % 2 == 0  # 2 px teeth: finer than a grid pixel (about 2.5 px)
+    init = ((yy - 120) ** 2 + (xx - 120) ** 2 <= 70**2) | (
+        ((yy - 120) ** 2 + (xx - 120) ** 2 <= 76**2) & comb
+    )
+    box = _tight_box(init)
+    seg = LevelSetSegmenter()
+    seg.set_image(image)
+    refined = seg.predict(box[None], steps=3, init_masks=init[None])[0][0]
+    assert mask_iou(refined, init) > 0.99  # the grid round trip would blur the teeth away
