@@ -106,9 +106,13 @@ def _correct(store, key: str, gt_anns: list[dict]):
     store.set_image_done(key, True)
 
 
-def _round_overrides(args, rnd: int) -> dict:
-    """Training settings of round `rnd`: round 1 from scratch, later rounds fine-tune gently."""
+def _round_overrides(args, rnd: int, previous: Path | None) -> dict:
+    """Training settings of round `rnd` (`previous`: the last round's candidate, or None). Round 1
+    trains from scratch; later rounds fine-tune gently, or with --self-train (crop learner) train
+    from scratch again distilling the previous candidate's masks instead of the default's."""
     if args.learner == "crop":
+        if args.self_train and previous is not None:
+            return {"iterations": args.iterations, "teacher": str(previous)}
         later = {"lr": args.finetune_lr, "warmup_steps": 0} if rnd > 1 else {}
         return {"iterations": args.iterations, **later}
     return {
@@ -150,7 +154,7 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
     keys, gt = _fill_store(store, args.data, build_predictor(None))
     rows = []
     thirds = np.array_split(np.arange(len(keys)), 3)
-    init_from = "scratch"
+    init_from, previous = "scratch", None
     for rnd, idx in enumerate(thirds, start=1):
         for i in idx:
             _correct(store, keys[i], gt[keys[i]])
@@ -160,7 +164,7 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
             images_dir=images,
             registry=registry,
             config_path=args.config,
-            overrides=_round_overrides(args, rnd),
+            overrides=_round_overrides(args, rnd, previous),
             mask_supervision=name == "mixed",
             init_from=init_from,
             margin=0.0,
@@ -170,7 +174,9 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
         )
         minutes = (time.perf_counter() - started) / 60
         candidate_ckpt = registry.checkpoint_path(result["version"])
-        init_from = str(candidate_ckpt)  # the next round fine-tunes this round's candidate
+        previous = candidate_ckpt
+        if not args.self_train:
+            init_from = str(candidate_ckpt)  # the next round fine-tunes this round's candidate
         cand, refined = _candidate_rows(args, candidate_ckpt)
         promoted = registry.promoted()
         predictor = (
@@ -231,6 +237,12 @@ def main(argv=None) -> int:
         "the config's; default: 5e-4 for crop, 5e-5 for tiny)",
     )
     parser.add_argument(
+        "--self-train",
+        action="store_true",
+        help="crop learner with an ellipse base: rounds 2 and 3 train from scratch with the "
+        "previous round's candidate as the distillation teacher (instead of fine-tuning)",
+    )
+    parser.add_argument(
         "--variants",
         default="box,mixed",
         help="comma list: box (box supervision) and/or mixed (corrected masks get a mask loss)",
@@ -273,7 +285,8 @@ def main(argv=None) -> int:
     learner = "crop learner" if crop else "Box2Mask-T (tiny)"
     print(
         f"\nLearning loop on {args.data.name} (val split, GT boxes as prompts), {learner}, "
-        f"{args.iterations} steps per round{teacher}, fine-tuning lr {args.finetune_lr:g}"
+        f"{args.iterations} steps per round{teacher}, "
+        + ("self-training" if args.self_train else f"fine-tuning lr {args.finetune_lr:g}")
     )
     print(
         "| model | round | verified images | network mIoU / BF | served mIoU / BF / accept@0.85 | "
