@@ -46,7 +46,6 @@ from box2mask.geometry import (
     gather_grid,
     grow_boxes,
     nearest_pixels,
-    paste_windows,
     window_grid,
 )
 from box2mask.guided_filter import guided_filter
@@ -69,6 +68,7 @@ __all__ = [
     "side_weights",
     "evolve_region_competition",
     "grid_sides",
+    "grid_steps",
 ]
 
 
@@ -76,14 +76,15 @@ __all__ = [
 class LevelSetConfig:
     grid_size: int = 96  # largest grid side S (every box's side when adaptive_grid is off)
     adaptive_grid: bool = True  # S follows each crop's long side (`grid_sides`)
-    min_grid: int = 32  # smallest adaptive S: tiny boxes are upsampled to it
-    grid_multiple: int = 16  # adaptive S is rounded up to a multiple of this (fewer batches)
+    min_grid: int = 24  # smallest adaptive S: tiny boxes are upsampled to it
+    grid_multiple: int = 8  # adaptive S is rounded up to a multiple of this (fewer batches)
     margin_frac: float = 0.25  # ring width outside the box, as a fraction of the box side
     margin_px: float = 6.0  # plus this many image pixels
     bins: int = 8  # colour histogram levels per Lab channel (bins^3 bins in all)
     chroma_range: float = 64.0  # a and b are binned over 128 +- this (OpenCV 8-bit Lab units)
     hist_floor: float = 0.05  # weight of a uniform distribution mixed into every histogram
     steps: int = 20  # evolution steps K; 0 returns the filled box
+    min_steps: int = 5  # smaller grids take steps * S / grid_size steps, but at least this many
     step_size: float = 1.0  # weight of the region force added to phi per step
     init_logit: float = 2.0  # phi at the box centre at the start: the box prior's strength
     init_power: float = 2.0  # starting shape |u|^p + |v|^p < 1: 2 = inscribed ellipse, large = box
@@ -141,6 +142,22 @@ def grid_sides(boxes: torch.Tensor, cfg: LevelSetConfig) -> torch.Tensor:
     step = cfg.grid_multiple
     rounded = torch.ceil(crop / step).long() * step
     return rounded.clamp(min(cfg.min_grid, cfg.grid_size), cfg.grid_size)
+
+
+def _copy_windows(windows, masks: np.ndarray, index: np.ndarray, pad: int) -> None:
+    """Copy `_paste`'s windows (windows (N, h, w) bool, lo, extent) into masks[index] (N of
+    the (M, H, W) bool image masks), in place: one copy, no (N, H, W) temporary."""
+    inside, lo, extent = windows
+    bounds = torch.cat([lo, extent], dim=1).cpu().tolist()
+    for k, (i, (x0, y0, w, h)) in enumerate(zip(index, bounds, strict=True)):
+        masks[i, y0 : y0 + h, x0 : x0 + w] = inside[k, pad : pad + h, pad : pad + w]
+
+
+def grid_steps(steps: int, size: int, cfg: LevelSetConfig) -> int:
+    """Evolution steps on an S = `size` grid: `steps` in proportion to S / grid_size (a boundary
+    moves about as many grid pixels per step on any grid), at least min(steps, min_steps)."""
+    scaled = int(np.ceil(steps * size / cfg.grid_size))
+    return max(scaled, min(steps, cfg.min_steps))
 
 
 class LevelSetSegmenter:
@@ -234,14 +251,16 @@ class LevelSetSegmenter:
             init = None if init_masks is None else np.asarray(init_masks)[index]
             clicks = (points, point_labels)
             group = self._segment(boxes_t[torch.as_tensor(index)], int(size), cfg, clicks, init)
-            masks[index], scores[index], trust[index] = group
+            windows, scores[index], trust[index] = group
+            _copy_windows(windows, masks, index, cfg.refine_radius)
         self.last_trust = trust
         if points is not None and len(points):  # a clicked pixel always gets its label
             self._apply_clicks(masks, boxes_t, points, point_labels)
         return masks, scores
 
     def _segment(self, boxes, size, cfg, clicks, init_masks):
-        """Boxes (N, 4) sharing grid side `size` -> masks (N, H, W) bool, scores (N,), trust (N,)."""
+        """Boxes (N, 4) sharing grid side `size` -> windows (`_paste`), scores (N,), trust (N,)."""
+        cfg = replace(cfg, steps=grid_steps(cfg.steps, size, cfg))
         crops = self._crop(boxes, size, cfg)
         bin_index = crops.bin_index
         box_masks = box_masks_from_boxes(crops.grid_boxes, size, size) > 0.5
@@ -331,7 +350,9 @@ class LevelSetSegmenter:
         return masks
 
     def _paste(self, phi, crops: _Crops, snap, cfg, pins=None, changed=None, init=None):
-        """Sample phi (N, S, S) at every image pixel inside each box -> (N, H, W) bool.
+        """Sample phi (N, S, S) at every image pixel inside each box -> windows: (N, h, w) bool,
+        the box's pixels starting at `refine_radius`, their first column and row lo (N, 2) and
+        extent (N, 2) (`geometry.box_windows`), for `_copy_windows`.
 
         Boxes where `snap` (N,) bool is set and whose grid is coarser than the image (a grid
         pixel over `refine_min_scale` image pixels) are snapped to image edges by a colour guided
@@ -375,4 +396,4 @@ class LevelSetSegmenter:
         if pins is not None:
             pinned = F.grid_sample(pins[:, None], grid, mode="nearest", align_corners=False)[:, 0]
             inside = torch.where(pinned != 0, pinned > 0, inside)
-        return paste_windows(inside.cpu().numpy(), lo, extent, height, width, pad=pad)
+        return inside.cpu().numpy(), lo, extent

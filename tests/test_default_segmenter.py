@@ -308,3 +308,13 @@ def test_refining_keeps_fine_detail_the_colours_do_not_contradict():
     seg.set_image(image)
     refined = seg.predict(box[None], steps=3, init_masks=init[None])[0][0]
     assert mask_iou(refined, init) > 0.99  # the grid round trip would blur the teeth away
+
+
+def test_small_grids_take_fewer_steps():
+    from box2mask.default_segmenter import grid_steps
+
+    cfg = LevelSetConfig()
+    assert grid_steps(20, cfg.grid_size, cfg) == 20  # the largest grid: all steps
+    assert grid_steps(20, 48, cfg) == 10  # half the grid side, half the steps
+    assert grid_steps(20, 24, cfg) == cfg.min_steps
+    assert grid_steps(3, 24, cfg) == 3  # a refinement's few steps are kept
