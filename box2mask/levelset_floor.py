@@ -27,6 +27,8 @@ from box2mask.mask_morphology import gaussian_blur
 
 __all__ = [
     "histograms",
+    "bin_counts",
+    "normalise_counts",
     "smooth_in_box",
     "box_norm",
     "quality_score",
@@ -45,14 +47,24 @@ def histograms(bin_index, weights, num_bins, floor):
     small probability in every histogram (its log-likelihood ratio is 0, not a bias).
     Returns (N, num_bins) or (N, Q, num_bins).
     """
+    hist = normalise_counts(bin_counts(bin_index, weights, num_bins), floor)
+    return hist if weights.dim() == 4 else hist[:, 0]
+
+
+def bin_counts(bin_index, weights, num_bins):
+    """(N, Q, num_bins) weighted counts of bin_index (N, S, S) for weights (N, S, S) or
+    (N, Q, S, S) (Q = 1 for the former)."""
     n = bin_index.shape[0]
     flat = weights.reshape(n, -1, bin_index[0].numel()).float()  # (N, Q, S*S)
     index = bin_index.reshape(n, 1, -1).expand_as(flat)
-    hist = torch.zeros(flat.shape[:2] + (num_bins,), device=weights.device)
-    hist.scatter_add_(2, index, flat)
-    hist = hist / hist.sum(dim=-1, keepdim=True).clamp_min(1e-6)
-    hist = (1.0 - floor) * hist + floor / num_bins
-    return hist if weights.dim() == 4 else hist[:, 0]
+    counts = torch.zeros(flat.shape[:2] + (num_bins,), device=weights.device)
+    return counts.scatter_add_(2, index, flat)
+
+
+def normalise_counts(counts, floor):
+    """Counts (..., B) -> distributions (1 - floor) * counts / total + floor / B."""
+    hist = counts / counts.sum(dim=-1, keepdim=True).clamp_min(1e-6)
+    return (1.0 - floor) * hist + floor / counts.shape[-1]
 
 
 def smooth_in_box(x, box_masks, sigma, norm=None):

@@ -10,7 +10,7 @@ The pieces of the embedded default's level set (`box2mask.default_segmenter`, wh
 import torch
 
 from box2mask.levelset import box_masks_from_boxes
-from box2mask.levelset_floor import box_norm, histograms, smooth_in_box
+from box2mask.levelset_floor import bin_counts, box_norm, normalise_counts, smooth_in_box
 
 __all__ = ["side_weights", "box_prior", "evolve_region_competition"]
 
@@ -74,12 +74,17 @@ def evolve_region_competition(phi, bin_index, box_masks, ring, sides, pins, cfg)
     flat_sides = sides.flatten(2)  # (N, Q, S*S)
     force_norm = box_norm(box_masks, cfg.force_sigma)  # the same every step
     phi_norm = box_norm(box_masks, cfg.smoothing) if cfg.smoothing > 0 else None
+    # background weights (ring + inner_background (box - inside)) * sides: the constant part's
+    # counts once, then one count of inside * sides per step (summed over Q: the object's counts)
+    fixed = (ring_weights + cfg.inner_background * box)[:, None] * sides
+    fixed_counts = bin_counts(bin_index, fixed, num_bins)  # (N, Q, B)
     for _ in range(cfg.steps):
         inside = torch.sigmoid(phi) * box
-        log_fg = torch.log(histograms(bin_index, inside, num_bins, cfg.hist_floor))
-        outside = ring_weights + cfg.inner_background * (box - inside)
+        inside_counts = bin_counts(bin_index, inside[:, None] * sides, num_bins)  # (N, Q, B)
+        log_fg = torch.log(normalise_counts(inside_counts.sum(dim=1), cfg.hist_floor))
         # local background: one histogram per side of the box, mixed by each pixel's side weights
-        bg = histograms(bin_index, outside[:, None] * sides, num_bins, cfg.hist_floor)
+        bg_counts = (fixed_counts - cfg.inner_background * inside_counts).clamp_min(0)
+        bg = normalise_counts(bg_counts, cfg.hist_floor)
         p_bg = (torch.gather(bg, 2, side_index) * flat_sides).sum(dim=1)  # (N, S*S)
         ratio = (torch.gather(log_fg, 1, flat_index) - torch.log(p_bg)).view_as(phi)
         ratio = ratio.clamp(-cfg.force_clip, cfg.force_clip)
