@@ -46,6 +46,7 @@ from box2mask.geometry import (
     gather_grid,
     grow_boxes,
     nearest_pixels,
+    paste_windows,
     window_grid,
 )
 from box2mask.guided_filter import guided_filter
@@ -142,15 +143,6 @@ def grid_sides(boxes: torch.Tensor, cfg: LevelSetConfig) -> torch.Tensor:
     step = cfg.grid_multiple
     rounded = torch.ceil(crop / step).long() * step
     return rounded.clamp(min(cfg.min_grid, cfg.grid_size), cfg.grid_size)
-
-
-def _copy_windows(windows, masks: np.ndarray, index: np.ndarray, pad: int) -> None:
-    """Copy `_paste`'s windows (windows (N, h, w) bool, lo, extent) into masks[index] (N of
-    the (M, H, W) bool image masks), in place: one copy, no (N, H, W) temporary."""
-    inside, lo, extent = windows
-    bounds = torch.cat([lo, extent], dim=1).cpu().tolist()
-    for k, (i, (x0, y0, w, h)) in enumerate(zip(index, bounds, strict=True)):
-        masks[i, y0 : y0 + h, x0 : x0 + w] = inside[k, pad : pad + h, pad : pad + w]
 
 
 def grid_steps(steps: int, size: int, cfg: LevelSetConfig) -> int:
@@ -252,7 +244,9 @@ class LevelSetSegmenter:
             clicks = (points, point_labels)
             group = self._segment(boxes_t[torch.as_tensor(index)], int(size), cfg, clicks, init)
             windows, scores[index], trust[index] = group
-            _copy_windows(windows, masks, index, cfg.refine_radius)
+            inside, lo, extent = windows
+            pad = cfg.refine_radius
+            paste_windows(inside, lo, extent, height, width, pad, out=masks, rows=index)
         self.last_trust = trust
         if points is not None and len(points):  # a clicked pixel always gets its label
             self._apply_clicks(masks, boxes_t, points, point_labels)
@@ -352,7 +346,7 @@ class LevelSetSegmenter:
     def _paste(self, phi, crops: _Crops, snap, cfg, pins=None, changed=None, init=None):
         """Sample phi (N, S, S) at every image pixel inside each box -> windows: (N, h, w) bool,
         the box's pixels starting at `refine_radius`, their first column and row lo (N, 2) and
-        extent (N, 2) (`geometry.box_windows`), for `_copy_windows`.
+        extent (N, 2) (`geometry.box_windows`), for `geometry.paste_windows`.
 
         Boxes where `snap` (N,) bool is set and whose grid is coarser than the image (a grid
         pixel over `refine_min_scale` image pixels) are snapped to image edges by a colour guided

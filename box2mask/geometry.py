@@ -119,13 +119,21 @@ def paste_windows(
     height: int,
     width: int,
     pad: int = 0,
+    *,
+    out: np.ndarray | None = None,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Copy each box's window (N, h, w) bool (its pixels start at `pad`) into (N, H, W) bool
-    image masks at lo (N, 2) with extent (N, 2) (from `box_windows`); zero elsewhere."""
-    masks = np.zeros((len(windows), height, width), dtype=bool)
+    image masks at lo (N, 2) with extent (N, 2) (from `box_windows`); zero elsewhere.
+
+    With `out` (M, H, W) bool and `rows` (N,) int, window k goes into out[rows[k]] in place
+    (no (N, H, W) temporary) and `out` is returned.
+    """
+    masks = np.zeros((len(windows), height, width), dtype=bool) if out is None else out
+    targets = range(len(windows)) if rows is None else rows
     bounds = torch.cat([lo, extent], dim=1).cpu().tolist()
-    for i, (x0, y0, w, h) in enumerate(bounds):  # copying windows into place, no math
-        masks[i, y0 : y0 + h, x0 : x0 + w] = windows[i, pad : pad + h, pad : pad + w]
+    for k, (i, (x0, y0, w, h)) in enumerate(zip(targets, bounds, strict=True)):
+        masks[i, y0 : y0 + h, x0 : x0 + w] = windows[k, pad : pad + h, pad : pad + w]
     return masks
 
 
