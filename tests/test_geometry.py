@@ -35,6 +35,9 @@ def test_sampling_a_mask_on_its_box_grid_and_pasting_it_back_is_exact():
     grid, _, _ = window_grid(boxes, lo, 8, 8)
     back = F.grid_sample(crops[:, None], grid, mode="bilinear", align_corners=False)[:, 0] > 0.5
     pasted = paste_windows(back.numpy(), lo, extent, 12, 16)
+    out = np.zeros((3, 12, 16), bool)  # into rows 2 and 0 of an existing output, in place
+    assert paste_windows(back.numpy(), lo, extent, 12, 16, out=out, rows=[2, 0]) is out
+    assert np.array_equal(out[[2, 0]], pasted) and not out[1].any()
     for i, (x0, y0, x1, y1) in enumerate(boxes.int().tolist()):
         expected = np.zeros((12, 16), bool)
         expected[y0:y1, x0:x1] = masks[i, y0:y1, x0:x1].numpy()
