@@ -23,6 +23,9 @@ A case ends as
 import argparse
 import collections
 import contextlib
+import json
+import os
+import select
 import signal
 import sys
 import tempfile
@@ -42,17 +45,20 @@ from bench.fuzz_checks import (  # noqa: E402
     check_image,
     check_segment_exit,
     check_yaml,
+    warm_up,
 )
 
 KINDS = {  # name -> (strategy, check(case, folder) -> (status, detail), share of --cases)
     "coco segment": (inputs.coco_files(), check_coco_segment, 0.15),
     "coco import": (inputs.coco_files(), check_coco_import, 0.2),
-    "image bytes": (inputs.image_mutations(), check_image, 0.35),
+    "image bytes": (inputs.image_mutations(), check_image, 0.4),
     "yaml config": (inputs.yaml_files(), check_yaml, 0.2),
-    "checkpoint": (inputs.checkpoint_mutations(), check_checkpoint, 0.1),
+    "checkpoint": (inputs.checkpoint_mutations(), check_checkpoint, 0.05),
     "segment exit": (inputs.coco_files(), check_segment_exit, 0.0),  # --exit-cases of them
 }
 STATUSES = ("clean error", "correct", "crash", "hang")
+SCRATCH = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # memory: no disk syncs
+FORKED = {"checkpoint"}  # torch / torchvision C code: a bad tensor could segfault (one did)
 
 
 class Hang(BaseException):
@@ -77,22 +83,51 @@ def time_limit(seconds: float):
 
 
 def run_case(kind: str, case, limit: float = 20.0) -> tuple[str, str]:
-    """(status, detail) of one case of `kind`, in a fresh temporary folder."""
-    check = KINDS[kind][1]
-    with tempfile.TemporaryDirectory(prefix="b2m-fuzz-") as tmp:
-        try:
-            with time_limit(limit):
-                return check(case, Path(tmp))
-        except Hang:
-            return "hang", f"over {limit} s"
-        except Exception as err:  # an uncaught exception of the code under test
-            return "crash", f"uncaught {type(err).__name__}: {str(err)[:160]}"
+    """(status, detail) of one case of `kind`, in a fresh temporary folder: in this process, or
+    for the kinds in FORKED in a forked child (a segfault in C code kills the child, not us)."""
+    with tempfile.TemporaryDirectory(prefix="b2m-fuzz-", dir=SCRATCH) as tmp:
+        if kind not in FORKED:
+            return _judge(kind, case, Path(tmp), limit)
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: run the check, send (status, detail) as JSON, exit at once
+            os.close(read_end)
+            os.write(write_end, json.dumps(_judge(kind, case, Path(tmp), limit)).encode())
+            os._exit(0)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            ready, _, _ = select.select([pipe], [], [], limit + 30)
+            if not ready:  # stuck in C code, where the alarm cannot interrupt it
+                os.kill(pid, signal.SIGKILL)
+            data = pipe.read() if ready else b""
+        _, status = os.waitpid(pid, 0)
+    if not ready:
+        return "hang", f"over {limit + 30} s (killed)"
+    if os.WIFSIGNALED(status):
+        return (
+            "crash",
+            f"killed by signal {os.WTERMSIG(status)} (a crash in C code or out of memory)",
+        )
+    return tuple(json.loads(data))
 
 
-def fuzz(kind: str, cases: int, seed_value: int, on_case, shrink: bool = False) -> None:
+def _judge(kind: str, case, folder: Path, limit: float) -> tuple[str, str]:
+    try:
+        with time_limit(limit):
+            return KINDS[kind][1](case, folder)
+    except Hang:
+        return "hang", f"over {limit} s"
+    except Exception as err:  # an uncaught exception of the code under test
+        return "crash", f"uncaught {type(err).__name__}: {str(err)[:160]}"
+
+
+def fuzz(
+    kind: str, cases: int, seed_value: int, on_case, shrink: bool = False, examples=None
+) -> None:
     """Run the hand-picked EXAMPLES of `kind`, then `cases` hypothesis examples (fixed seed);
-    on_case(kind, case, status, detail) sees each. With `shrink`, an on_case that raises gets its example shrunk (tests)."""
-    for case in inputs.EXAMPLES.get(kind, []):
+    on_case(kind, case, status, detail) sees each. `examples`: other hand-picked cases. With `shrink`, an on_case that raises gets its example shrunk (tests)."""
+    warm_up()
+    for case in inputs.EXAMPLES.get(kind, []) if examples is None else examples:
         on_case(kind, case, *run_case(kind, case))
     strategy = KINDS[kind][0]
     phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]

@@ -28,6 +28,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @functools.cache
+def warm_up() -> None:
+    """Import what the checks use and make the good files once, before cases are forked (a
+    forked child would import and build them again, per case)."""
+    import annotator.export  # noqa: F401
+    import box2mask.cli  # noqa: F401
+    import box2mask.crop_predictor  # noqa: F401
+    import box2mask.predictor  # noqa: F401
+    import box2mask.segment_cmd  # noqa: F401
+    import train.crop_config  # noqa: F401
+    from box2mask.default_segmenter import LevelSetSegmenter
+
+    LevelSetSegmenter()
+    for fmt in ("PNG", "JPEG", "JPEG-EXIF", "GIF", "BMP", "TIFF", "WEBP"):
+        good_image_bytes(fmt)
+    for kind in ("crop-learner", "box2mask-t"):
+        good_checkpoint_bytes(kind)
+
+
+@functools.cache
 def good_image_bytes(fmt: str) -> bytes:
     """A small valid image file of format `fmt` (JPEG-EXIF: a JPEG with EXIF orientation 6)."""
     rng = np.random.default_rng(0)

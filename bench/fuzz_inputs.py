@@ -435,6 +435,8 @@ EXAMPLES = {  # kind -> cases every run starts with (crashes the random draws fo
         {"base": "crop-learner", "fields": [("config", "levels", 0)]},
         {"base": "crop-learner", "fields": [("config", "crop_size", 10**9)]},
         {"base": "crop-learner", "fields": [("set", "kind", "other")]},
+        {"base": "crop-learner", "fields": [("config", "margin_px", 3.47e77)]},  # segfaulted
+        {"base": "crop-learner", "fields": [("config", "width", 256), ("config", "levels", 8)]},
         {"base": "box2mask-t", "fields": [("config", "hidden_dim", -1)]},
         {"base": "box2mask-t", "fields": [("set", "model_state", [])]},
         {"base": "box2mask-t", "bytes": [("cut", 5000)]},

@@ -244,19 +244,23 @@ class CropLearnerPredictor:
 
 def _check_config(cfg: CropLearnerConfig) -> None:
     """ValueError naming the field unless a stored config describes a network of sane size."""
-    for field, (low, high) in {"crop_size": (8, 1024), "width": (1, 256), "levels": (1, 8)}.items():
+    sizes = {"crop_size": (8, 512), "width": (1, 64), "levels": (1, 6)}  # <= 2048 channels
+    for field, (low, high) in sizes.items():
         value = getattr(cfg, field)
         if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
             raise ValueError(f"model_config {field} must be a whole number in [{low}, {high}]")
     if cfg.crop_size % 2 ** (cfg.levels - 1):
         raise ValueError("model_config crop_size is not divisible by 2 ** (levels - 1)")
-    for field in ("margin_frac", "margin_px", "base_logit", "outside_logit"):
+    # margins bound the crop windows torchvision's roi_align reads (a margin of 1e77 px crashes it)
+    limits = {"margin_frac": 10.0, "margin_px": 1000.0, "base_logit": 1e4, "outside_logit": 1e4}
+    for field, limit in limits.items():
         value = getattr(cfg, field)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not math.isfinite(value)
-        ):
-            raise ValueError(f"model_config {field} must be a finite number, got {value!r}")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not number or not math.isfinite(value) or abs(value) > limit:
+            raise ValueError(
+                f"model_config {field} must be a number within +-{limit}, got {value!r}"
+            )
+    if cfg.margin_frac < 0 or cfg.margin_px < 0:
+        raise ValueError("model_config margins must be >= 0")
     if cfg.base not in ("default", "ellipse"):
         raise ValueError(f"model_config base must be 'default' or 'ellipse', got {cfg.base!r}")
