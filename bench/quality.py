@@ -165,7 +165,10 @@ def main(argv=None) -> int:
     }
     predictors = dict(makers[m]() for m in methods)
     for ckpt in args.checkpoint:
-        predictors[f"checkpoint {Path(ckpt).name}"] = build_predictor(ckpt, device=args.device)
+        # runs/<name>/last.pt is named by its run folder: several runs' last.pt side by side
+        path = Path(ckpt)
+        label = f"{path.parent.name}/{path.name}" if path.name == "last.pt" else path.name
+        predictors[f"checkpoint {label}"] = build_predictor(ckpt, device=args.device)
     rows = evaluate_predictors(predictors, args.data, split=args.split, limit=args.limit)
     count = next(iter(rows.values()))["count"] if rows else 0
     print(
