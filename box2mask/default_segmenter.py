@@ -116,7 +116,6 @@ class LevelSetConfig:
     click_radius: float = 2.0  # radius of the disc a click pins, grid pixels
     keep_prior_radius: int = 1  # grid pixels this near a change come from phi, the rest from the
     # starting shape at image resolution (ellipse or init mask); -1 = always resample phi
-    init_change_logit: float = 1.5  # refining given masks, only |phi| above this is a change
 
 
 @dataclass
@@ -273,7 +272,6 @@ class LevelSetSegmenter:
         else:
             sides = torch.ones_like(prior)[:, None]
         phi = evolve_region_competition(prior, bin_index, box_masks, ring, sides, pins, cfg)
-        confident = phi.abs() > (cfg.init_change_logit if init_masks is not None else 0.0)
         final = self._clean(phi, box_masks, pins, cfg)
         # no evidence for an object filling its box: fall back to the box's starting shape
         fill = final.sum(dim=(1, 2)) / box_masks.sum(dim=(1, 2)).clamp_min(1)
@@ -292,7 +290,7 @@ class LevelSetSegmenter:
         # the starting shape at image resolution (no resampling round trip)
         changed = None
         if cfg.keep_prior_radius >= 0:
-            changed = dilate((final != prior_inside) & confident, cfg.keep_prior_radius)
+            changed = dilate(final != prior_inside, cfg.keep_prior_radius)
         snap = trust >= cfg.snap_min_trust
         masks = self._paste(phi, crops, snap, cfg, pins=pins, changed=changed, init=init)
         return masks, scores.cpu().numpy(), trust.cpu().numpy()
