@@ -154,7 +154,9 @@ def main() -> None:
         "--exit-cases", type=int, default=30, help="`box2mask segment` subprocesses"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", choices=list(KINDS), default=None)
+    parser.add_argument(
+        "--only", default=None, help="comma-separated kinds to run (default: all)", metavar="KINDS"
+    )
     parser.add_argument("--details", action="store_true", help="print every crash and hang")
     args = parser.parse_args()
     counts = collections.defaultdict(collections.Counter)
@@ -167,13 +169,14 @@ def main() -> None:
 
     start = time.time()
     for kind, (_, _, share) in KINDS.items():
-        if args.only not in (None, kind):
+        if args.only is not None and kind not in args.only.split(","):
             continue
         n = args.exit_cases if kind == "segment exit" else max(1, round(args.cases * share))
         t0 = time.time()
         fuzz(kind, n, args.seed, on_case)
-        print(f"{kind}: {sum(counts[kind].values())} cases in {time.time() - t0:.0f} s",
-              file=sys.stderr)  # fmt: skip
+        row = " ".join(f"{counts[kind][s]} {s}," for s in STATUSES)
+        print(f"{kind}: {sum(counts[kind].values())} cases in {time.time() - t0:.0f} s: {row}",
+              file=sys.stderr, flush=True)  # fmt: skip
     print(f"\nseed {args.seed}, {time.time() - start:.0f} s\n")
     print("| input kind | cases | clean errors | correct results | crashes | hangs |")
     print("|---|---|---|---|---|---|")
