@@ -1,6 +1,8 @@
 """End to end in a real browser: `box2mask annotate` on two demo images, driven with the mouse.
 
-Set BOX2MASK_UPDATE_SCREENSHOT=1 to also refresh docs/annotator.png (the README's screenshot).
+Set BOX2MASK_UPDATE_SCREENSHOT=1 to also refresh docs/annotator.png (the README's screenshot),
+and BOX2MASK_SCREENSHOTS=1 to refresh docs/walkthrough/*.png (the README's "Labeling a dataset"
+steps: box, correct, refine, tighten, export). Neither changes what is checked.
 """
 
 import io
@@ -78,6 +80,19 @@ def stable_box(locator, timeout: float = 20.0) -> dict:
     return last
 
 
+def walkthrough_shot(page, name: str) -> None:
+    """With BOX2MASK_SCREENSHOTS=1, save what the page shows as docs/walkthrough/NAME: the
+    1400 x 1000 viewport at 3/4 size with 128 colours (about 100 KB); otherwise do nothing."""
+    if not os.environ.get("BOX2MASK_SCREENSHOTS"):
+        return
+    time.sleep(1.0)  # the canvas and the zoomed view redraw after the value arrives
+    shot = Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    small = shot.resize((shot.width * 3 // 4, shot.height * 3 // 4)).quantize(colors=128)
+    out = REPO / "docs" / "walkthrough" / name
+    out.parent.mkdir(exist_ok=True)
+    small.save(out, optimize=True)
+
+
 def _http_status_or_none(url):
     try:
         return _http_status(url)
@@ -124,6 +139,7 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
     inside = np.abs(region(after, 170, 60, 300, 200) - region(before, 170, 60, 300, 200))
     outside = np.abs(region(after, 0, 260, 120, 300) - region(before, 0, 260, 120, 300))
     assert inside.mean() > 15 and outside.mean() < 3
+    walkthrough_shot(page, "1-box.png")
 
     shot = tmp_path / "annotator.png"
     page.screenshot(path=str(shot))
@@ -136,6 +152,7 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
     page.wait_for_function("document.querySelector('input[value=erase]').checked")
     page.locator("#b2m-crop img").click()  # the centre of the view = the centre of the crop
     page.wait_for_function("document.querySelector('#b2m-labels').innerText.includes('corrected')")
+    walkthrough_shot(page, "2-correct.png")
 
     other_tab = chromium.new_page(viewport={"width": 1400, "height": 1000})
     other_tab.goto(url, wait_until="load")  # opens the first image not done: the same one
@@ -171,6 +188,7 @@ def test_draw_box_see_mask_accept_next_export(app, chromium, tmp_path):
     page.click("text=Export / import")
     page.click("#b2m-export")
     page.wait_for_function("document.querySelector('#b2m-status').innerText.includes('Exported')")
+    walkthrough_shot(page, "5-export.png")
     coco = json.loads((images / "box2mask_export" / "coco.json").read_text())
     (ann,) = coco["annotations"]
     assert ann["box2mask"]["verified"] and np.array_equal(decode_rle(ann["segmentation"]), mask)
@@ -231,7 +249,9 @@ def test_number_keys_tighten_refine_undo_delete_escape(app, chromium):
     iw, ih = Image.open(images / "chelsea.png").size
     scale = min(c["width"] / iw, c["height"] / ih)
     ox, oy = c["x"] + (c["width"] - iw * scale) / 2, c["y"] + (c["height"] - ih * scale) / 2
-    box = (120, 10, 350, 260)  # loose around the cat's head: tightening shrinks it
+    # loose around the cat's head: tightening shrinks it (the default's mask of (120, 10, 350, 260)
+    # now touches all four sides, so T there is a no-op that writes nothing)
+    box = (100, 5, 380, 290)
     page.mouse.move(ox + box[0] * scale, oy + box[1] * scale)
     page.mouse.down()
     page.mouse.move(ox + box[2] * scale, oy + box[3] * scale, steps=8)
@@ -251,12 +271,14 @@ def test_number_keys_tighten_refine_undo_delete_escape(app, chromium):
     x, y, w, h = rle_to_bbox_xywh(drawn.mask_rle)
     assert tightened.box_xyxy == [x, y, x + w, y + h] != drawn.box_xyxy
     assert tightened.mask_rle == drawn.mask_rle
+    walkthrough_shot(page, "4-tighten.png")
 
     page.keyboard.press("r")  # refine from the mask
     refined = _wait(
         lambda: next((x for x in labels() if x.revision > tightened.revision), None), "refine"
     )
     assert refined.box_xyxy == tightened.box_xyxy
+    walkthrough_shot(page, "3-refine.png")
 
     page.keyboard.press("Control+z")  # undo the refine only: the tightened label's mask
     undone = _wait(
