@@ -427,6 +427,7 @@ EXAMPLES = {  # kind -> cases every run starts with (crashes the random draws fo
         b'lr: "\\U0110364B"',
         b"\xef\xbb\xbfiterations: 3\n",
         b"model: {backbone: {x: 1}}",
+        b"learner: crop\nmodel.levels: 713861431\n",  # 2 ** (levels - 1) never ends
     ],  # fmt: skip
     "checkpoint": [
         {"base": "crop-learner", "fields": [("set", "model_config", 3)]},

@@ -85,6 +85,9 @@ def load_crop_config(path=None, overrides: dict | None = None) -> CropTrainConfi
             )
         if cfg.model.base != "ellipse":
             raise ConfigError(f"{path}: a checkpoint teacher needs model.base: ellipse")
+    levels = cfg.model.levels
+    if not 1 <= levels <= 6:  # checked before 2 ** (levels - 1): a huge level count is no config
+        raise ConfigError(f"{path}: model.levels must be 1 to 6, got {levels}")
     if cfg.model.crop_size % 2 ** (cfg.model.levels - 1):
         raise ConfigError(
             f"{path}: model.crop_size {cfg.model.crop_size} is not divisible by "
