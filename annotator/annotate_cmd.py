@@ -1,6 +1,7 @@
 """`box2mask annotate IMAGES_DIR`: open the browser annotator on a folder of images."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -119,6 +120,12 @@ def run(args) -> int:
     # made (annotator/malloc_tuning.py says why; a no-op on other C libraries)
     tune_malloc()
 
+    # renders go to a Gradio temp folder of this server, emptied of old files while it runs
+    from annotator.temp_cleaner import TempCleaner, own_temp_folder
+
+    user_temp = bool(os.environ.get("GRADIO_TEMP_DIR"))
+    cleaner = TempCleaner(own_temp_folder())  # before Gradio is imported: it reads the variable
+
     from annotator.app import SHORTCUTS_JS, build_app
     from annotator.session import PredictorService
     from box2mask import build_predictor
@@ -136,18 +143,21 @@ def run(args) -> int:
         images_dir = Path(args.images_dir)
         if not images_dir.is_dir():
             print(f"box2mask annotate: {images_dir}: no such folder", file=sys.stderr)
+            cleaner.stop(remove=not user_temp)
             return 2
         store_path = Path(args.store) if args.store else images_dir / STORE_NAME
         try:
             store = SQLiteStore(store_path, images_dir)
         except (RuntimeError, OSError) as err:  # e.g. a read-only folder: a message, no traceback
             print(f"box2mask annotate: {err}", file=sys.stderr)
+            cleaner.stop(remove=not user_temp)
             return 2
         classes = classes or ["object"]
         export_dir = store_path.parent / "box2mask_export"
         where = str(store_path)
     if not store.list_images():
         print(f"box2mask annotate: no images (.jpg, .png, ...) in {images_dir}", file=sys.stderr)
+        cleaner.stop(remove=not user_temp)
         return 2
     predictor = build_predictor(args.checkpoint, args.device)
     service = PredictorService(
@@ -171,6 +181,7 @@ def run(args) -> int:
         export_dir=export_dir,
     )
     demo.queue(default_concurrency_limit=1)
+    cleaner.start()
     try:
         demo.launch(
             server_name=args.host,
@@ -183,6 +194,7 @@ def run(args) -> int:
             show_error=True,
         )
     finally:
+        cleaner.stop(remove=not user_temp)
         if watcher is not None:
             watcher.stop()
         service.close()
