@@ -1,8 +1,8 @@
 """The learning loop on a real dataset: three simulated labelling rounds, retrain after each.
 
-    .venv/bin/python bench/loop.py --data ../shared/data/nuclei --learner crop --variants box
-    .venv/bin/python bench/loop.py --data ../shared/data/balloon --learner crop --variants mixed
-    .venv/bin/python bench/loop.py --data ../shared/data/balloon --learner tiny --iterations 300
+    .venv/bin/python -m bench.loop --data ../shared/data/nuclei --learner crop --variants box --self-train
+    .venv/bin/python -m bench.loop --data ../shared/data/balloon --learner crop --variants mixed
+    .venv/bin/python -m bench.loop --data ../shared/data/balloon --learner tiny --iterations 300
 
 Simulation: every train-split image is in a SQLite label store with its GT boxes and the current
 model's proposed masks (source "model", unverified). In round r a person "corrects" another third of

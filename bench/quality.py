@@ -1,6 +1,6 @@
 """Box -> mask quality on a dataset with ground-truth masks: one table, all methods in one run.
 
-    python bench/quality.py --data ../shared/data/balloon [--split val|train|all] [--limit N]
+    python -m bench.quality --data ../shared/data/balloon [--split val|train|all] [--limit N]
                             [--checkpoint CKPT ...]
                             [--methods box,ellipse,grabcut_image,grabcut_crop,default]
 
