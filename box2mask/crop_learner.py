@@ -4,8 +4,8 @@ For N boxes of one image at once:
 
 1. Crop. Each box, grown by a margin, is sampled on an S x S grid (bilinear, `sample_crops`):
    big boxes are downsampled, small ones upsampled, so every box is one slice of an (N, ., S, S)
-   batch whatever its size. `crop_windows` gives the crop of each box in image pixels and
-   `boxes_on_grid` the box inside its crop in grid pixels.
+   batch whatever its size. `crop_geometry` gives the crop of each box in image pixels and
+   the box inside its crop in grid pixels.
 2. Inputs (`crop_inputs`), (N, 6, S, S): the crop's RGB normalised by its own mean and std, the
    box (1 inside, 0 outside), the inscribed ellipse (+1 inside, -1 outside) and the base mask
    (+1 / -1): the embedded level-set default's mask for `base="default"`, the ellipse for
@@ -23,13 +23,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from box2mask.geometry import grow_boxes
 from box2mask.levelset import box_masks_from_boxes, inscribed_ellipses
 
 __all__ = [
     "CropLearnerConfig",
     "CropUNet",
-    "crop_windows",
-    "boxes_on_grid",
+    "crop_geometry",
     "sample_crops",
     "crop_inputs",
     "base_logits",
@@ -50,19 +50,11 @@ class CropLearnerConfig:
     outside_logit: float = 8.0  # logit -outside_logit outside the box: never any mask there
 
 
-def crop_windows(boxes: torch.Tensor, cfg: CropLearnerConfig) -> torch.Tensor:
-    """Each box grown by its margin: (N, 4) XYXY image pixels -> (N, 4) XYXY image pixels."""
-    sides = boxes[:, 2:] - boxes[:, :2]
-    margin = sides * cfg.margin_frac + cfg.margin_px  # (N, 2): x and y margins
-    return torch.cat([boxes[:, :2] - margin, boxes[:, 2:] + margin], dim=1)
-
-
-def boxes_on_grid(boxes: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Tensor:
-    """Boxes (N, 4) in the grid pixels of their crops `windows` (N, 4) sampled on S x S."""
-    scale = size / (windows[:, 2:] - windows[:, :2]).clamp_min(1e-6)  # grid px per image px
-    return torch.cat(
-        [(boxes[:, :2] - windows[:, :2]) * scale, (boxes[:, 2:] - windows[:, :2]) * scale], dim=1
-    )
+def crop_geometry(boxes: torch.Tensor, cfg: CropLearnerConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each box's crop (N, 4) XYXY image pixels (the box grown by its margin) and the box in its
+    crop's S x S grid pixels (N, 4) XYXY, for boxes (N, 4) XYXY image pixels
+    (box2mask.geometry.grow_boxes with the config's margins and crop size)."""
+    return grow_boxes(boxes, cfg.margin_frac, cfg.margin_px, cfg.crop_size)
 
 
 def sample_crops(images: torch.Tensor, windows: torch.Tensor, size: int, index=None):
@@ -86,7 +78,7 @@ def crop_inputs(rgb: torch.Tensor, grid_boxes: torch.Tensor, base: torch.Tensor)
 
     Args:
         rgb: (N, 3, S, S) crop colours in [0, 1].
-        grid_boxes: (N, 4) the boxes on the grid (`boxes_on_grid`).
+        grid_boxes: (N, 4) the boxes on the grid (`crop_geometry`).
         base: (N, S, S) base mask probabilities in [0, 1] (soft at sampled edges).
     """
     size = rgb.shape[-1]

@@ -27,14 +27,14 @@ from box2mask.crop_learner import (
     CropLearnerConfig,
     CropUNet,
     base_logits,
-    boxes_on_grid,
+    crop_geometry,
     crop_inputs,
-    crop_windows,
     sample_crops,
 )
+from box2mask.geometry import box_windows, paste_windows, window_grid
 from box2mask.levelset import inscribed_ellipses
 
-__all__ = ["CropLearnerPredictor", "sample_masks", "window_pixels"]
+__all__ = ["CropLearnerPredictor", "sample_masks"]
 
 
 def sample_masks(masks: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Tensor:
@@ -53,19 +53,6 @@ def sample_masks(masks: torch.Tensor, windows: torch.Tensor, size: int) -> torch
     index = torch.arange(n, device=masks.device)[:, None, None]
     read = masks[index, rows.clamp(0, height - 1)[:, :, None], cols.clamp(0, width - 1)[:, None]]
     return F.avg_pool2d((read & inside).float()[:, None], 2)[:, 0]
-
-
-def window_pixels(boxes: torch.Tensor, height: int, width: int):
-    """The image pixels of each box: first column / row (N,) and a shared (h, w) window size.
-
-    Pixel column c belongs to box (x0, .., x1, ..) when its centre c + 0.5 is in [x0, x1).
-    Returns x_lo, y_lo, box_w, box_h (N,) long and (out_h, out_w).
-    """
-    x_lo = torch.ceil(boxes[:, 0] - 0.5).long()
-    y_lo = torch.ceil(boxes[:, 1] - 0.5).long()
-    box_w = (torch.ceil(boxes[:, 2] - 0.5).long().clamp(max=width) - x_lo).clamp_min(0)
-    box_h = (torch.ceil(boxes[:, 3] - 0.5).long().clamp(max=height) - y_lo).clamp_min(0)
-    return x_lo, y_lo, box_w, box_h, (int(box_h.max()), int(box_w.max()))
 
 
 class CropLearnerPredictor:
@@ -167,8 +154,7 @@ class CropLearnerPredictor:
         if self._default is not None and points is not None:
             options.update(points=points, point_labels=point_labels)
         base, base_scores = self.base_masks(boxes, **options)
-        windows = crop_windows(boxes, cfg)
-        grid_boxes = boxes_on_grid(boxes, windows, cfg.crop_size)
+        windows, grid_boxes = crop_geometry(boxes, cfg)
         rgb = sample_crops(self._image, windows, cfg.crop_size)
         base_crop = sample_masks(base, windows, cfg.crop_size)
         delta, _ = self.model(crop_inputs(rgb, grid_boxes, base_crop))
@@ -184,14 +170,10 @@ class CropLearnerPredictor:
         cfg = self.cfg
         height, width = base.shape[-2:]
         n, device = len(boxes), boxes.device
-        x_lo, y_lo, box_w, box_h, (out_h, out_w) = window_pixels(boxes, height, width)
-        cols = x_lo[:, None] + torch.arange(out_w, device=device)  # (N, out_w) image columns
-        rows = y_lo[:, None] + torch.arange(out_h, device=device)
-        gx = (cols + 0.5 - windows[:, 0:1]) / (windows[:, 2:3] - windows[:, 0:1]) * 2 - 1
-        gy = (rows + 0.5 - windows[:, 1:2]) / (windows[:, 3:4] - windows[:, 1:2]) * 2 - 1
-        grid = torch.stack(
-            [gx[:, None, :].expand(n, out_h, out_w), gy[:, :, None].expand(n, out_h, out_w)], -1
-        )
+        lo, extent = box_windows(boxes, height, width)
+        out_h, out_w = int(extent[:, 1].max()), int(extent[:, 0].max())
+        box_w, box_h = extent[:, 0], extent[:, 1]
+        grid, rows, cols = window_grid(windows, lo, out_h, out_w)
         up = F.grid_sample(delta[:, None].float(), grid, mode="bilinear", align_corners=False)
         index = torch.arange(n, device=device)[:, None, None]
         read = base[
@@ -205,10 +187,7 @@ class CropLearnerPredictor:
         conf = ((2 * torch.sigmoid(logits) - 1).abs() * in_box).sum((1, 2))
         conf = conf / in_box.sum((1, 2)).clamp_min(1)
         inside = inside.cpu().numpy()
-        masks = np.zeros((n, height, width), dtype=bool)
-        bounds = torch.stack([x_lo, y_lo, box_w, box_h], dim=1).cpu().tolist()
-        for i, (x0, y0, w, h) in enumerate(bounds):  # copying windows into place, no math
-            masks[i, y0 : y0 + h, x0 : x0 + w] = inside[i, :h, :w]
+        masks = paste_windows(inside, lo, extent, height, width)
         return masks, conf.cpu().numpy()
 
     def _pin_clicks(self, masks, boxes, windows, points, point_labels):

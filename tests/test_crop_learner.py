@@ -102,19 +102,21 @@ def test_flips_move_boxes_maps_and_affinities_together(seed):
     assert not torch.equal(out["rgb"], rgb)  # some crop moved
 
 
-@pytest.mark.slow  # about 1-4 minutes on 2 cores (the default runs on 4 nuclei images)
+@pytest.mark.slow  # about 1-3 minutes on 2 cores (the default runs on 10 nuclei images)
 @pytest.mark.skipif(not NUCLEI.is_dir(), reason="needs ../shared/data/nuclei")
 def test_short_training_lowers_the_box_losses_and_beats_its_start(tmp_path):
-    """Nuclei, 3 train images, ellipse base: 150 steps lower projection, level-set and LCM terms
-    and the distillation loss, and the val crops' mIoU rises above the starting ellipse."""
+    """Nuclei, 8 train images, ellipse base, pairwise term: 400 steps lower projection,
+    level-set, LCM and pairwise terms and the distillation loss, and the mIoU of 2 val images'
+    crops rises above the starting ellipse. (With 3 images and the default as it is now, whose
+    untrusted boxes are exactly the ellipse, the learner has too little to learn from.)"""
     from train.crop_config import load_crop_config
     from train.crop_train import train_crop
 
     torch.set_num_threads(1)
     data = tmp_path / "nuclei"
     coco = json.loads((NUCLEI / "annotations.json").read_text())
-    train = [im for im in coco["images"] if im.get("split") == "train"][:3]
-    val = [im for im in coco["images"] if im.get("split") == "val"][:1]
+    train = [im for im in coco["images"] if im.get("split") == "train"][:8]
+    val = [im for im in coco["images"] if im.get("split") == "val"][:2]
     keep = {im["id"] for im in train + val}
     coco["images"] = train + val
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in keep]
@@ -128,7 +130,8 @@ def test_short_training_lowers_the_box_losses_and_beats_its_start(tmp_path):
             "out_dir": str(tmp_path / "run"),
             "model.base": "ellipse",
             "model.crop_size": 32,
-            "iterations": 150,
+            "loss.pairwise": 1.0,
+            "iterations": 400,
             "log_every": 10,
             "eval_every": 0,
             "warmup_steps": 10,
@@ -138,12 +141,12 @@ def test_short_training_lowers_the_box_losses_and_beats_its_start(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     steps = [r for r in records if "loss" in r]
     first, last = steps[:3], steps[-3:]
-    for term in ("loss_proj", "loss_cv_image", "loss_lcm", "loss_distill", "loss"):
+    for term in ("loss_proj", "loss_cv_image", "loss_lcm", "loss_distill", "loss_pairwise", "loss"):
         before = np.mean([r[term] for r in first])
         after = np.mean([r[term] for r in last])
         assert after < before, (term, before, after)
     final = records[-1]
-    assert final["val_crop_miou"] > final["val_crop_miou_base"] + 0.01  # measured: +0.020
+    assert final["val_crop_miou"] > final["val_crop_miou_base"] + 0.01  # measured: +0.017
 
 
 def test_learning_rate_decays_with_the_time_budget():

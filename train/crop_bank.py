@@ -24,9 +24,8 @@ from tqdm import tqdm
 from box2mask.atomic_write import atomic_write
 from box2mask.crop_learner import (
     CropLearnerConfig,
-    boxes_on_grid,
+    crop_geometry,
     crop_inputs,
-    crop_windows,
     sample_crops,
 )
 from box2mask.crop_losses import crop_affinity
@@ -104,12 +103,11 @@ def build_crop_bank(
         boxes = torch.as_tensor(boxes_np[keep], dtype=torch.float32, device=device)
         labeller.set_image(image)
         teacher_masks, _ = labeller.predict(boxes.cpu().numpy())
-        windows = crop_windows(boxes, cfg)
+        windows, grid_boxes = crop_geometry(boxes, cfg)
         pixels = torch.from_numpy(np.array(image)).to(device)  # a writable copy
         pixels = pixels.permute(2, 0, 1)[None].float() / 255.0
         rgb = sample_crops(pixels, windows, size)
         parts["rgb"].append((rgb * 255).round().clamp(0, 255).to(torch.uint8).cpu())
-        grid_boxes = boxes_on_grid(boxes, windows, size)
         parts["grid_boxes"].append(grid_boxes.cpu())
         normalised = crop_inputs(rgb, grid_boxes, torch.zeros_like(rgb[:, 0]))[:, :3]
         parts["affinity"].append(crop_affinity(normalised).half().cpu())
