@@ -28,22 +28,15 @@ def measure(config: str, image_size: int, batch: int, steps: int, device: str) -
     import torch
 
     from box2mask.fast_inference import amp_dtype, resolve_amp
-    from box2mask.losses import Box2MaskCriterion
     from box2mask.model import build_model
     from train.config import load_config
-    from train.engine import build_optimizer, train_one_step
+    from train.engine import build_criterion, build_optimizer, train_one_step
 
     cfg = load_config(REPO / config, {"image_size": image_size, "model.backbone_weights": None})
     dev = torch.device(device)
     torch.manual_seed(0)
     model = build_model(cfg.model).to(dev).train()
-    criterion = Box2MaskCriterion(
-        cfg.model.num_classes,
-        cfg.loss,
-        num_decoder_layers=cfg.model.dec_layers,
-        pixel_mean=cfg.model.pixel_mean,
-        pixel_std=cfg.model.pixel_std,
-    ).to(dev)
+    criterion = build_criterion(cfg, dev)
     optimizer = build_optimizer(model, cfg)
     dtype = amp_dtype(resolve_amp(cfg.amp, dev), dev)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None

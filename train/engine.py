@@ -23,11 +23,25 @@ __all__ = [
     "prompt_seeds",
     "sample_prompts_per_image",
     "train_one_step",
+    "build_criterion",
 ]
 
 
 class NonFiniteLossError(FloatingPointError):
     """A NaN/inf loss or matching cost; the message names the step and the batch's images."""
+
+
+def build_criterion(cfg, device) -> nn.Module:
+    """The Box2Mask criterion of a training config, with the model config's pixel mean/std."""
+    from box2mask.losses import Box2MaskCriterion
+
+    return Box2MaskCriterion(
+        cfg.model.num_classes,
+        cfg.loss,
+        num_decoder_layers=cfg.model.dec_layers,
+        pixel_mean=cfg.model.pixel_mean,
+        pixel_std=cfg.model.pixel_std,
+    ).to(device)
 
 
 def build_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:

@@ -198,16 +198,9 @@ def build_model(cfg, dist_info: DistInfo, *, resume_from: dict | None = None):
 def _optimization(cfg, model, dist_info: DistInfo) -> tuple:
     """(criterion, optimizer, scheduler, scaler, autocast_dtype) for `model`."""
     from box2mask.fast_inference import amp_dtype, resolve_amp
-    from box2mask.losses import Box2MaskCriterion
-    from train.engine import build_optimizer, lr_factor
+    from train.engine import build_criterion, build_optimizer, lr_factor
 
-    criterion = Box2MaskCriterion(
-        cfg.model.num_classes,
-        cfg.loss,
-        num_decoder_layers=cfg.model.dec_layers,
-        pixel_mean=cfg.model.pixel_mean,
-        pixel_std=cfg.model.pixel_std,
-    ).to(dist_info.device)
+    criterion = build_criterion(cfg, dist_info.device)
     optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg=cfg))
     autocast_dtype = amp_dtype(resolve_amp(cfg.amp, dist_info.device), dist_info.device)
