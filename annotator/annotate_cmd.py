@@ -208,8 +208,8 @@ def _prefetcher(args, predictor, store, images_dir):
     if args.cache_gb <= 0:
         return None
     from annotator.prefetch import Prefetcher, stateful
-    from box2mask.embedding_cache import EmbeddingCache
-    from box2mask.image_io import load_image
+    from box2mask.io.embedding_cache import EmbeddingCache
+    from box2mask.io.image_io import load_image
 
     try:
         stateful(predictor)

@@ -20,7 +20,7 @@ from annotator.overlay import CLASS_COLORS
 from annotator.session import FILTERS, AnnotationSession
 from annotator.store import StaleWriteError
 from annotator.yolo_export import export_yolo
-from box2mask.image_io import ImageLoadError
+from box2mask.io.image_io import ImageLoadError
 
 __all__ = ["build_app", "SHORTCUTS_JS"]
 

@@ -10,10 +10,10 @@ import math
 import os
 from pathlib import Path
 
-from box2mask.box_ops import xywh_to_xyxy
-from box2mask.image_io import ImageLoadError, image_size
+from box2mask.io.image_io import ImageLoadError, image_size
+from box2mask.io.rle import decode_segmentation, encode_rle
 from box2mask.labels.store import Label, check_label
-from box2mask.rle import decode_segmentation, encode_rle
+from box2mask.ops.box_ops import xywh_to_xyxy
 
 __all__ = ["read_coco_labels"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 from annotator.coco_import import read_coco_labels
 from annotator.polygons import mask_to_polygons
 from annotator.store import LabelStore
-from box2mask.atomic_write import write_text_atomic
-from box2mask.box_ops import xyxy_to_xywh
+from box2mask.io.atomic_write import write_text_atomic
+from box2mask.io.rle import decode_rle, rle_area
 from box2mask.labels.coco import labelled_image_size
-from box2mask.rle import decode_rle, rle_area
+from box2mask.ops.box_ops import xyxy_to_xywh
 
 __all__ = ["class_names", "export_coco", "import_coco"]
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from annotator.fiftyone_convert import paste_mask
 from annotator.fiftyone_shards import CHUNK_SAMPLES, pending, read_chunks, write_shard
-from box2mask.metrics import mask_iou
-from box2mask.shards import Ranks, agreed, all_gather
+from box2mask.ops.metrics import mask_iou
+from box2mask.segment.shards import Ranks, agreed, all_gather
 
 __all__ = ["ApplyResult", "apply_masks", "check_fields", "evaluate_masks"]
 

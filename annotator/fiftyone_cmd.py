@@ -15,7 +15,7 @@ import argparse
 import sys
 from datetime import timedelta
 
-from box2mask.shards import DIST_TIMEOUT
+from box2mask.segment.shards import DIST_TIMEOUT
 
 CHUNK_SAMPLES = (
     32  # default --chunk-size (annotator.fiftyone_apply.CHUNK_SAMPLES, without fiftyone)
@@ -158,7 +158,7 @@ def _apply(args) -> int:
     model on its device, segments its share and writes its samples; all agree on every error
     through a gloo process group, whose timeout bounds every wait.
     """
-    from box2mask.shards import RankError, Ranks, start_process_group, stop_process_group
+    from box2mask.segment.shards import RankError, Ranks, start_process_group, stop_process_group
 
     if args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
@@ -178,7 +178,7 @@ def _apply(args) -> int:
 def _apply_rank(args, ranks) -> int:
     from annotator.fiftyone_apply import apply_masks
     from annotator.fiftyone_model import Box2MaskFiftyOneModel
-    from box2mask.shards import agreed, rank_device
+    from box2mask.segment.shards import agreed, rank_device
 
     # rank 0 first: it may start FiftyOne's database, which the other processes then share
     dataset = agreed(lambda: _load(args.dataset) if ranks.rank == 0 else None, ranks)

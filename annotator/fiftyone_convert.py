@@ -7,14 +7,14 @@ box2mask uses absolute XYXY float pixels and full-size (H, W) masks (COCO RLE on
 The pixel window of a relative box is computed exactly as FiftyOne places masks when it renders
 or evaluates them (`fiftyone.utils.iou`): x0 = round(x * W), x1 = round(x0 + w * W) (Python's
 round, half to even), same for y, then clipped to the image. Box arithmetic itself is delegated to
-`box2mask.box_ops`.
+`box2mask.ops.box_ops`.
 """
 
 import cv2
 import numpy as np
 
-from box2mask.box_ops import relative_xywh_to_xyxy, xyxy_to_relative_xywh
-from box2mask.rle import decode_rle, encode_rle
+from box2mask.io.rle import decode_rle, encode_rle
+from box2mask.ops.box_ops import relative_xywh_to_xyxy, xyxy_to_relative_xywh
 
 __all__ = [
     "BOX_DECIMALS",

@@ -20,8 +20,8 @@ import fiftyone.core.models as fom
 import numpy as np
 
 from annotator.fiftyone_convert import crop_mask, pixel_window, tight_bbox, window_to_bbox
-from box2mask.image_io import to_rgb_uint8
-from box2mask.mask_quality import quality_features, quality_score
+from box2mask.io.image_io import to_rgb_uint8
+from box2mask.ops.mask_quality import quality_features, quality_score
 
 __all__ = ["Box2MaskFiftyOneModel"]
 

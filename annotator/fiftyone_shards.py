@@ -1,7 +1,7 @@
 """Which samples one process segments in `box2mask fiftyone apply` under torchrun, in flat memory.
 
 The samples whose output field is still empty are sorted inside MongoDB by their number of box
-prompts (most first, then by sample id) and dealt in snake order (`box2mask.shards.snake_rank`),
+prompts (most first, then by sample id) and dealt in snake order (`box2mask.segment.shards.snake_rank`),
 the deal `box2mask segment` uses for images. Every rank streams the same sorted list (ids only)
 and keeps its own ids in a temporary file, read back `chunk_size` at a time: memory holds one
 chunk however many samples the dataset has. The lists must all be taken before any rank writes
@@ -10,7 +10,7 @@ chunk however many samples the dataset has. The lists must all be taken before a
 
 from collections.abc import Iterator
 
-from box2mask.shards import snake_rank
+from box2mask.segment.shards import snake_rank
 
 __all__ = ["CHUNK_SAMPLES", "pending", "write_shard", "read_chunks"]
 

@@ -39,8 +39,8 @@ from annotator.fiftyone_convert import (
     rle_to_crop,
     xyxy_to_bbox,
 )
+from box2mask.io.rle import decode_rle
 from box2mask.labels.store import Label, StaleWriteError, check_label
-from box2mask.rle import decode_rle
 
 __all__ = [
     "open_for_annotation",

@@ -23,7 +23,7 @@ boundary can change.
 import cv2
 import numpy as np
 
-from box2mask.rle import decode_segmentation
+from box2mask.io.rle import decode_segmentation
 
 __all__ = ["mask_to_polygons", "polygons_to_mask"]
 

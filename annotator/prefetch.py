@@ -7,7 +7,7 @@ that walks the image list from the current position forward (the current image, 
 state there. When the person opens an image, `activate(image)` restores the state from the cache
 (a hit) instead of encoding it: the first box then answers like the hundredth.
 
-Predictors take part through a two-method protocol (`box2mask.predictor.Box2MaskPredictor` has it):
+Predictors take part through a two-method protocol (`box2mask.model.predictor.Box2MaskPredictor` has it):
 
     encode_state(image) -> dict   the encoding of an (H, W, 3) uint8 RGB image, as a flat dict of
                                   tensors / ints / floats / tuples; does not change the image the
@@ -23,8 +23,8 @@ import threading
 
 import numpy as np
 
-from box2mask.embedding_cache import EmbeddingCache, image_key
-from box2mask.image_io import load_image
+from box2mask.io.embedding_cache import EmbeddingCache, image_key
+from box2mask.io.image_io import load_image
 
 __all__ = ["Prefetcher", "stateful"]
 

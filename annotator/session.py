@@ -22,11 +22,11 @@ import numpy as np
 from annotator.mask_patch import MaskPatch
 from annotator.overlay import CLASS_COLORS, crop_view, render_overlay
 from annotator.store import Label, LabelStore, StaleWriteError
-from box2mask.box_ops import BoxError, validate_box
-from box2mask.image_io import load_image
-from box2mask.mask_quality import quality_features, quality_score
-from box2mask.rle import decode_rle, encode_rle, rle_area, rle_to_bbox_xywh
-from box2mask.segment import refine_options, takes_init_masks
+from box2mask.io.image_io import load_image
+from box2mask.io.rle import decode_rle, encode_rle, rle_area, rle_to_bbox_xywh
+from box2mask.ops.box_ops import BoxError, validate_box
+from box2mask.ops.mask_quality import quality_features, quality_score
+from box2mask.segment.image import refine_options, takes_init_masks
 
 __all__ = ["SMOOTHING_LEVELS", "PredictorService", "AnnotationSession", "match_boxes"]
 

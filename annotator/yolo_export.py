@@ -30,7 +30,7 @@ import numpy as np
 
 from annotator.export import class_names
 from annotator.store import LabelStore
-from box2mask.rle import decode_rle
+from box2mask.io.rle import decode_rle
 from train.label_export import is_eval_image
 
 __all__ = ["export_yolo", "label_file", "mask_to_yolo_polygon"]

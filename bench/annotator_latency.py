@@ -34,7 +34,7 @@ from annotator.session import AnnotationSession, PredictorService
 from annotator.store import SQLiteStore
 from bench.common import DEMO, random_checkpoint
 from box2mask import build_predictor
-from box2mask.image_io import load_image
+from box2mask.io.image_io import load_image
 
 
 class Timed:

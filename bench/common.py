@@ -19,7 +19,7 @@ def random_model(name: str = "tiny", num_classes: int | None = None):
     do not depend on the weights."""
     import torch
 
-    from box2mask.model import build_model
+    from box2mask.model.box2mask_model import build_model
     from train.config import load_config
 
     overrides = {"model.backbone_weights": None}
@@ -40,7 +40,7 @@ def random_checkpoint(
     """`random_model(name, num_classes)` saved as a self-describing checkpoint at `path`;
     `config` is the run config stored with it (e.g. {"image_size": 320}, the predictor's input
     size). Classes are named "object" (one class) or "class0", "class1", ..."""
-    from box2mask.checkpoint import save_checkpoint
+    from box2mask.io.checkpoint import save_checkpoint
     from train.config import load_config
 
     overrides = {"model.backbone_weights": None}

@@ -42,9 +42,9 @@ def _ms(start: float) -> float:
 def measure(checkpoint, items, image_size: int, device: str, sync) -> dict:
     """Median ms: first box without cache, first box with the prefetcher, hundredth box."""
     from annotator.prefetch import Prefetcher
-    from box2mask.embedding_cache import EmbeddingCache
-    from box2mask.image_io import load_image
-    from box2mask.predictor import Box2MaskPredictor
+    from box2mask.io.embedding_cache import EmbeddingCache
+    from box2mask.io.image_io import load_image
+    from box2mask.model.predictor import Box2MaskPredictor
 
     predictor = Box2MaskPredictor.from_checkpoint(checkpoint, device=device, image_size=image_size)
     images = [load_image(path) for path, _ in items]

@@ -6,10 +6,10 @@ Kinds (the strategies are bench/fuzz_inputs.py; every case runs in a fresh tempo
     coco segment   COCO files -> `box2mask segment` in process (`box2mask.cli.main`, embedded default)
     coco import    COCO files -> annotator.export.import_coco into a SQLite label store
     image bytes    PNG/JPEG/GIF/BMP/TIFF/WebP files cut, bit-flipped, spliced, with odd sizes ->
-                   box2mask.image_io.load_image and image_size
+                   box2mask.io.image_io.load_image and image_size
     yaml config    YAML files -> train.config.load_config and train.crop_config.load_crop_config
     checkpoint     crop-learner and Box2Mask-T checkpoints with broken bytes or fields ->
-                   box2mask.build_predictor (box2mask.checkpoint.load_checkpoint)
+                   box2mask.build_predictor (box2mask.io.checkpoint.load_checkpoint)
     segment exit   a few COCO files through the real `box2mask segment` (a subprocess)
 
 A case ends as

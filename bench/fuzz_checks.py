@@ -33,11 +33,11 @@ def warm_up() -> None:
     forked child would import and build them again, per case)."""
     import annotator.export  # noqa: F401
     import box2mask.cli  # noqa: F401
-    import box2mask.crop_predictor  # noqa: F401
-    import box2mask.predictor  # noqa: F401
-    import box2mask.segment_cmd  # noqa: F401
+    import box2mask.crop.predictor  # noqa: F401
+    import box2mask.model.predictor  # noqa: F401
+    import box2mask.segment.command  # noqa: F401
     import train.crop_config  # noqa: F401
-    from box2mask.default_segmenter import LevelSetSegmenter
+    from box2mask.levelset.segmenter import LevelSetSegmenter
 
     LevelSetSegmenter()
     for fmt in ("PNG", "JPEG", "JPEG-EXIF", "GIF", "BMP", "TIFF", "WEBP"):
@@ -111,7 +111,7 @@ def _input_annotations(data: bytes):
 
 def check_coco_segment(data: bytes, folder: Path) -> tuple[str, str]:
     from box2mask.cli import main as cli_main
-    from box2mask.rle import decode_rle
+    from box2mask.io.rle import decode_rle
 
     images = write_good_images(folder)
     boxes, out = folder / "boxes.json", folder / "out.json"
@@ -184,8 +184,8 @@ def check_segment_exit(data: bytes, folder: Path) -> tuple[str, str]:
 
 def check_coco_import(data: bytes, folder: Path) -> tuple[str, str]:
     from annotator.export import import_coco
+    from box2mask.io.rle import decode_rle
     from box2mask.labels import SQLiteStore, check_label
-    from box2mask.rle import decode_rle
 
     images = write_good_images(folder)
     coco = folder / "labels.json"
@@ -254,7 +254,7 @@ def _set_size(data: bytes, fmt: str, width: int, height: int) -> bytes:
 
 
 def check_image(case: dict, folder: Path) -> tuple[str, str]:
-    from box2mask.image_io import ImageLoadError, image_size, load_image
+    from box2mask.io.image_io import ImageLoadError, image_size, load_image
 
     fmt = case["format"]
     data = good_image_bytes(fmt)
@@ -330,8 +330,8 @@ def good_checkpoint_bytes(kind: str) -> bytes:
     """A valid checkpoint: a small crop learner, or the tests' tiny Box2Mask-T."""
     import torch
 
-    from box2mask.checkpoint import save_checkpoint
-    from box2mask.crop_learner import KIND, CropLearnerConfig, CropUNet
+    from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet
+    from box2mask.io.checkpoint import save_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.pt"
@@ -392,7 +392,7 @@ def _edit_fields(data: bytes, edits) -> bytes:
 
 def check_checkpoint(case: dict, folder: Path) -> tuple[str, str]:
     import box2mask
-    from box2mask.checkpoint import CheckpointError
+    from box2mask.io.checkpoint import CheckpointError
 
     data = good_checkpoint_bytes(case["base"])
     if "bytes" in case:

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from bench.common import REPO, random_model
-from box2mask.default_segmenter import LevelSetSegmenter
-from box2mask.image_io import load_image
-from box2mask.predictor import Box2MaskPredictor
+from box2mask.io.image_io import load_image
+from box2mask.levelset.segmenter import LevelSetSegmenter
+from box2mask.model.predictor import Box2MaskPredictor
 
 
 def test_image(size: int) -> np.ndarray:

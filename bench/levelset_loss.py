@@ -25,10 +25,10 @@ import time
 
 import torch
 
-from box2mask.config import LossConfig
-from box2mask.lcm import propagate
-from box2mask.levelset import box_masks_from_boxes
-from box2mask.losses import MASK_STRIDE, Box2MaskCriterion
+from box2mask.model.config import LossConfig
+from box2mask.model.losses import MASK_STRIDE, Box2MaskCriterion
+from box2mask.ops.lcm import propagate
+from box2mask.ops.levelset import box_masks_from_boxes
 
 W_IMG, W_FEAT, W_LCM = 0.05, 5.0, 0.2
 
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
     print("|---|---:|---:|---:|---:|")
     print(f"| naive per-box loop | {naive_ms:.0f} | {naive_ms + ctx_ms:.0f} | 1.0x | 1.0x |")
     print(
-        f"| vectorized (box2mask.losses) | {vec_ms:.0f} | {vec_ms + ctx_ms:.0f} | "
+        f"| vectorized (box2mask.model.losses) | {vec_ms:.0f} | {vec_ms + ctx_ms:.0f} | "
         f"{naive_ms / vec_ms:.1f}x | {(naive_ms + ctx_ms) / (vec_ms + ctx_ms):.1f}x |"
     )
     print(f"\nper-image context (same code in both rows): {ctx_ms:.0f} ms")

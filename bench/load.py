@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from box2mask.rle import rle_to_bbox_xywh
+from box2mask.io.rle import rle_to_bbox_xywh
 
 REPO = Path(__file__).resolve().parents[1]
 BALLOON = REPO.parent / "shared" / "data" / "balloon" / "images"

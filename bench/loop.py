@@ -51,8 +51,8 @@ def _bench_quality():
 def _fill_store(store, data_dir: Path, predictor):
     """Every train image with its GT boxes and `predictor`'s proposed masks; returns image keys."""
     from annotator.store import Label
-    from box2mask.image_io import load_image
-    from box2mask.rle import encode_rle
+    from box2mask.io.image_io import load_image
+    from box2mask.io.rle import encode_rle
 
     coco = json.loads((data_dir / "annotations.json").read_text())
     names = {c["id"]: c["name"] for c in coco["categories"]}
@@ -130,7 +130,7 @@ def _candidate_rows(args, checkpoint: Path) -> tuple[dict, dict]:
     """(network alone, as served) val rows of a candidate. The crop learner is served as trained;
     Box2Mask-T is served with the level-set refinement started from its masks."""
     from box2mask import build_predictor
-    from box2mask.predictor import Box2MaskPredictor
+    from box2mask.model.predictor import Box2MaskPredictor
 
     def val(predictor):
         return evaluate_predictor(predictor, args.data, split="val", progress=False)

@@ -54,7 +54,7 @@ class InscribedEllipse:
     def predict(self, boxes_xyxy):
         import torch
 
-        from box2mask.levelset import inscribed_ellipses
+        from box2mask.ops.levelset import inscribed_ellipses
 
         height, width = self._size
         boxes = torch.as_tensor(np.asarray(boxes_xyxy, dtype=np.float32)).reshape(-1, 4)

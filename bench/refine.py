@@ -5,10 +5,10 @@
 Every GT mask of the dataset is degraded in one of four ways (polygon simplification at 3 and
 5 px tolerance, as hand-drawn or imported polygons; 2 px erosion; 2 px dilation) and then
 refined by the embedded default started from it, through the same code path as `box2mask
-segment --refine-existing` (`box2mask.segment.segment_image`). The prompt box is the tight box of
+segment --refine-existing` (`box2mask.segment.image.segment_image`). The prompt box is the tight box of
 the GT mask. One table: mIoU to GT of the degraded masks (start), of the refined masks, the
 change, and how many masks got better / worse by more than 0.01 IoU, for each number of
-evolution steps in `--steps` (`box2mask.segment.REFINE_STEPS`, 3, is what refining uses; 20 is
+evolution steps in `--steps` (`box2mask.segment.image.REFINE_STEPS`, 3, is what refining uses; 20 is
 the default's own from a box); the last row is the default segmenting from the box alone (no
 mask to start from), for reference.
 """
@@ -21,12 +21,12 @@ import numpy as np
 import torch
 
 from annotator.polygons import mask_to_polygons
-from box2mask import segment
-from box2mask.default_segmenter import LevelSetSegmenter
-from box2mask.image_io import load_image
-from box2mask.mask_morphology import dilate, erode
-from box2mask.metrics import mask_iou
-from box2mask.rle import decode_rle, decode_segmentation, encode_rle
+from box2mask.io.image_io import load_image
+from box2mask.io.rle import decode_rle, decode_segmentation, encode_rle
+from box2mask.levelset.segmenter import LevelSetSegmenter
+from box2mask.ops.mask_morphology import dilate, erode
+from box2mask.ops.metrics import mask_iou
+from box2mask.segment import image as segment
 from train.box_prompt_eval import load_dataset
 
 # name -> (H, W) bool GT mask -> COCO segmentation of the degraded mask

@@ -4,7 +4,7 @@
                            [--checkpoint CKPT ...] [--split all|train|val] [--limit N] [--fit]
 
 Prompts are the ground-truth tight boxes. For every mask: its true IoU against the ground truth,
-the predictor's own score, and `box2mask.mask_quality.quality_score` (the predictor's score
+the predictor's own score, and `box2mask.ops.mask_quality.quality_score` (the predictor's score
 times the shape penalties; the second mask for the disagreement signal is a second run with
 `--alt-steps` level-set steps: half the default's steps, or a refined run of a model whose
 proposals are unrefined). Columns, per ranking (random, predictor score, quality score):
@@ -14,7 +14,7 @@ finds 20% in expectation).
 
 --fit chooses the penalty weights on the TRAIN split (coordinate search over a small grid,
 maximising Spearman) and reports them on val and all; without it the defaults in
-`box2mask.mask_quality.QUALITY_WEIGHTS` are used.
+`box2mask.ops.mask_quality.QUALITY_WEIGHTS` are used.
 """
 
 import argparse
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from box2mask.atomic_write import atomic_write
-from box2mask.image_io import load_image
-from box2mask.mask_quality import QUALITY_WEIGHTS, quality_features, quality_score
-from box2mask.metrics import mask_iou
+from box2mask.io.atomic_write import atomic_write
+from box2mask.io.image_io import load_image
+from box2mask.ops.mask_quality import QUALITY_WEIGHTS, quality_features, quality_score
+from box2mask.ops.metrics import mask_iou
 from train.box_prompt_eval import load_dataset, spearman
 
 BAD_IOU = 0.75  # a mask below this IoU with the ground truth is "bad"

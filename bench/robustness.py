@@ -40,8 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from box2mask.cli import main as cli_main  # noqa: E402
-from box2mask.image_io import ImageLoadError, load_image  # noqa: E402
-from box2mask.rle import decode_rle  # noqa: E402
+from box2mask.io.image_io import ImageLoadError, load_image  # noqa: E402
+from box2mask.io.rle import decode_rle  # noqa: E402
 
 H, W = 40, 56  # every test image
 
@@ -353,9 +353,9 @@ def checkpoint_case(folder: Path, name: str) -> tuple[str, str, int]:
     import box2mask
 
     try:
-        from box2mask.checkpoint import CheckpointError
+        from box2mask.io.checkpoint import CheckpointError
     except ImportError:
-        return "pending", "box2mask/checkpoint.py not there yet", 0
+        return "pending", "box2mask/io/checkpoint.py not there yet", 0
     tag = {"format": "box2mask-checkpoint", "format_version": 1, "model_state": {}}
     path = folder / "model.pt"
     if name == "truncated":
@@ -472,7 +472,7 @@ def train_sigkill_case(folder: Path, name: str) -> tuple[str, str, int]:
 
 def train_disk_full_case(folder: Path, name: str) -> tuple[str, str, int]:
     """Disk full at the step-4 checkpoint of `box2mask train`: step 2 kept, then --resume."""
-    from box2mask.checkpoint import load_checkpoint
+    from box2mask.io.checkpoint import load_checkpoint
 
     faults = _faults()
     shapes, straight = _reference_run(folder, faults)
@@ -503,8 +503,8 @@ def checkpoint_disk_full_case(folder: Path, name: str) -> tuple[str, str, int]:
 
     import torch
 
-    from box2mask.checkpoint import load_checkpoint, save_checkpoint
-    from box2mask.config import ModelConfig
+    from box2mask.io.checkpoint import load_checkpoint, save_checkpoint
+    from box2mask.model.config import ModelConfig
 
     faults = _faults()
     model = torch.nn.Linear(3, 2)

@@ -78,8 +78,8 @@ def predictor_latency(
 ) -> tuple[float, float, str]:
     """Median set_image ms and median predict ms per box over the images; and the image sizes."""
     import box2mask
-    from box2mask.box_ops import xywh_to_xyxy
-    from box2mask.image_io import load_image
+    from box2mask.io.image_io import load_image
+    from box2mask.ops.box_ops import xywh_to_xyxy
 
     torch.set_num_threads(1)
     coco = json.loads(boxes.read_text())

@@ -27,8 +27,8 @@ def measure(config: str, image_size: int, batch: int, steps: int, device: str) -
     """Time `steps` training steps of `config` at `image_size` px with `batch` images."""
     import torch
 
-    from box2mask.fast_inference import amp_dtype, resolve_amp
-    from box2mask.model import build_model
+    from box2mask.model.box2mask_model import build_model
+    from box2mask.model.fast_inference import amp_dtype, resolve_amp
     from train.config import load_config
     from train.engine import build_criterion, build_optimizer, train_one_step
 

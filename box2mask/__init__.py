@@ -25,18 +25,18 @@ def build_predictor(checkpoint=None, device: str = "cpu", **options):
                 f"{', '.join(sorted(options))}: options of a trained model (a checkpoint); the "
                 "embedded level-set default has no network"
             )
-        from box2mask.default_segmenter import LevelSetSegmenter
+        from box2mask.levelset.segmenter import LevelSetSegmenter
 
         return LevelSetSegmenter(device=device)
-    from box2mask.checkpoint import CheckpointError, load_checkpoint
+    from box2mask.io.checkpoint import CheckpointError, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     try:
         if ckpt["kind"] == "crop-learner":
-            from box2mask.crop_predictor import CropLearnerPredictor
+            from box2mask.crop.predictor import CropLearnerPredictor
 
             return CropLearnerPredictor.from_checkpoint(ckpt, device=device, **options)
-        from box2mask.predictor import Box2MaskPredictor
+        from box2mask.model.predictor import Box2MaskPredictor
 
         return Box2MaskPredictor.from_checkpoint(ckpt, device=device, **options)  # read once
     except CheckpointError:

@@ -18,7 +18,7 @@ __all__ = ["SUBCOMMANDS", "OPTIONAL_DEPENDENCIES", "build_parser", "main"]
 # name -> (module, one-line help). Kept as a plain table: the CLI is the only user.
 SUBCOMMANDS = {
     "segment": (
-        "box2mask.segment_cmd",
+        "box2mask.segment.command",
         "boxes in a COCO file -> the same file with RLE masks and scores",
     ),
     "train": ("train.train_cmd", "train a Box2Mask model from boxes (COCO format)"),

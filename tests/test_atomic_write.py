@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from box2mask.atomic_write import atomic_path, atomic_write, write_text_atomic
+from box2mask.io.atomic_write import atomic_path, atomic_write, write_text_atomic
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

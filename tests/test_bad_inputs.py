@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from box2mask.rle import decode_rle
+from box2mask.io.rle import decode_rle
 from tests.test_segment import make_dataset, run_cli
 
 
@@ -141,7 +141,7 @@ def _checkpoints(tmp_path):
 
 
 def test_bad_checkpoints_are_refused_naming_the_file(tmp_path, capsys):
-    pytest.importorskip("box2mask.checkpoint")
+    pytest.importorskip("box2mask.io.checkpoint")
     make_dataset(tmp_path, n_images=1)
     for name, (path, words) in _checkpoints(tmp_path).items():
         code, err, out = _segment(tmp_path, capsys, None, "--checkpoint", str(path))

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from box2mask.box_ops import (
+from box2mask.ops.box_ops import (
     BoxError,
     relative_xywh_to_xyxy,
     validate_box,

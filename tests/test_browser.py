@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from annotator.store import SQLiteStore
-from box2mask.default_segmenter import LevelSetSegmenter
-from box2mask.rle import decode_rle, rle_to_bbox_xywh
+from box2mask.io.rle import decode_rle, rle_to_bbox_xywh
+from box2mask.levelset.segmenter import LevelSetSegmenter
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.browser

@@ -4,14 +4,14 @@ import pytest
 import torch
 
 import box2mask
-from box2mask.checkpoint import (
+from box2mask.io.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
-    build_model_from_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
-from box2mask.model import build_model
+from box2mask.model.box2mask_model import build_model
+from box2mask.model.checkpoint import build_model_from_checkpoint
 from tests.tiny_model import tiny_config
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from box2mask import build_predictor
-from box2mask.checkpoint import save_checkpoint
-from box2mask.crop_learner import KIND, CropLearnerConfig, CropUNet
-from box2mask.crop_losses import crop_affinity
-from box2mask.crop_predictor import CropLearnerPredictor
-from box2mask.default_segmenter import LevelSetSegmenter
-from box2mask.levelset import box_masks_from_boxes
+from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet
+from box2mask.crop.losses import crop_affinity
+from box2mask.crop.predictor import CropLearnerPredictor
+from box2mask.io.checkpoint import save_checkpoint
+from box2mask.levelset.segmenter import LevelSetSegmenter
+from box2mask.ops.levelset import box_masks_from_boxes
 from tests.disc_scenes import disc_scene, iou
 from train.crop_train import augment_batch
 

@@ -10,11 +10,11 @@ import torch
 from annotator.session import AnnotationSession, PredictorService
 from annotator.store import SQLiteStore
 from box2mask import build_predictor
-from box2mask.checkpoint import load_checkpoint, save_checkpoint
-from box2mask.crop_learner import KIND, CropLearnerConfig, CropUNet
-from box2mask.crop_predictor import CropLearnerPredictor
-from box2mask.levelset import box_masks_from_boxes
-from box2mask.rle import decode_rle
+from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet
+from box2mask.crop.predictor import CropLearnerPredictor
+from box2mask.io.checkpoint import load_checkpoint, save_checkpoint
+from box2mask.io.rle import decode_rle
+from box2mask.ops.levelset import box_masks_from_boxes
 from tests.test_retrain import store  # noqa: F401  (the fixture: 6 images, verified blob masks)
 from tests.test_segment import make_dataset, run_cli
 from train.registry import ModelRegistry

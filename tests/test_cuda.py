@@ -9,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from box2mask.checkpoint import save_checkpoint
 from box2mask.cli import main as cli_main
-from box2mask.default_segmenter import LevelSetSegmenter
-from box2mask.model import build_model
-from box2mask.predictor import Box2MaskPredictor
-from box2mask.rle import decode_rle
+from box2mask.io.checkpoint import save_checkpoint
+from box2mask.io.rle import decode_rle
+from box2mask.levelset.segmenter import LevelSetSegmenter
+from box2mask.model.box2mask_model import build_model
+from box2mask.model.predictor import Box2MaskPredictor
 from tests.disc_scenes import disc_scene, iou, write_coco
 from tests.tiny_model import tiny_config
 

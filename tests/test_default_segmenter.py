@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from box2mask import build_predictor
-from box2mask.box_ops import BoxError
-from box2mask.default_segmenter import LevelSetConfig, LevelSetSegmenter
-from box2mask.guided_filter import guided_filter
-from box2mask.mask_morphology import fill_holes, largest_component, open_close
-from box2mask.metrics import mask_iou
+from box2mask.levelset.guided_filter import guided_filter
+from box2mask.levelset.segmenter import LevelSetConfig, LevelSetSegmenter
+from box2mask.ops.box_ops import BoxError
+from box2mask.ops.mask_morphology import fill_holes, largest_component, open_close
+from box2mask.ops.metrics import mask_iou
 
 # a small grid keeps every test fast
 FAST = LevelSetConfig(grid_size=48, steps=12)
@@ -233,7 +233,7 @@ def _crowded_scene(seed=4):
 
 
 def _ellipse(box, height, width):
-    from box2mask.levelset import inscribed_ellipses
+    from box2mask.ops.levelset import inscribed_ellipses
 
     boxes = torch.as_tensor(np.asarray(box, dtype=np.float32)[None])
     return inscribed_ellipses(boxes, height, width, inside=1.0, outside=0.0)[0].numpy() > 0.5
@@ -270,7 +270,7 @@ def test_adaptive_grid_matches_the_fixed_grid_on_medium_boxes():
     box = _tight_box(obj)  # 68 x 52 px: a medium box, adaptive grid side 96 ... or less
     fixed_cfg = replace(LevelSetConfig(), adaptive_grid=False, floor=False)
     adaptive_cfg = replace(LevelSetConfig(), floor=False)
-    from box2mask.default_segmenter import grid_sides
+    from box2mask.levelset.segmenter import grid_sides
 
     small = np.array([[40.0, 30.0, 80.0, 62.0]])  # a 40 px box: grid 80 instead of 96
     assert int(grid_sides(torch.as_tensor(small, dtype=torch.float32), adaptive_cfg)[0]) < 96
@@ -307,7 +307,7 @@ def test_refining_keeps_the_given_mask_where_the_evolution_does_not_change_it():
 
 
 def test_small_grids_take_fewer_steps():
-    from box2mask.default_segmenter import grid_steps
+    from box2mask.levelset.segmenter import grid_steps
 
     cfg = LevelSetConfig()
     assert grid_steps(20, cfg.grid_size, cfg) == 20  # the largest grid: all steps

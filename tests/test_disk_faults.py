@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from box2mask.io.rle import encode_rle
 from box2mask.labels import Label, SQLiteStore
-from box2mask.rle import encode_rle
 from tests.test_retrain import store  # noqa: F401  (6 images, verified blob masks)
 from tests.test_train_loop import TINY
 from tests.torchrun_helpers import launch_env

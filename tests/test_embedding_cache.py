@@ -4,7 +4,7 @@ import time
 import numpy as np
 import torch
 
-from box2mask.embedding_cache import EmbeddingCache, image_key
+from box2mask.io.embedding_cache import EmbeddingCache, image_key
 
 
 def test_key_depends_on_pixels_shape_and_model_version():

@@ -11,7 +11,7 @@ from PIL import Image
 from annotator.export import export_coco, import_coco
 from annotator.store import Label, SQLiteStore
 from annotator.yolo_export import export_yolo, label_file, mask_to_yolo_polygon
-from box2mask.rle import decode_rle, encode_rle
+from box2mask.io.rle import decode_rle, encode_rle
 from train.label_export import is_eval_image
 
 H, W = 60, 80

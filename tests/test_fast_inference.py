@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import box2mask
-from box2mask.predictor import Box2MaskPredictor
+from box2mask.model.predictor import Box2MaskPredictor
 from tests.disc_scenes import disc_scene
 from tests.tiny_model import save_tiny_checkpoint, tiny_model
 
@@ -131,7 +131,7 @@ def test_compiled_encoder_on_cpu_gives_the_same_masks(model, scenes):
 def test_training_amp_words_resolve_to_the_predictor_vocabulary():
     """One AMP vocabulary: a training config's "auto" / "fp32" become the predictor's words, and
     everything else is checked by the predictor's `amp_dtype` (same errors)."""
-    from box2mask.fast_inference import amp_dtype, resolve_amp
+    from box2mask.model.fast_inference import amp_dtype, resolve_amp
 
     cpu = torch.device("cpu")
     assert resolve_amp("auto", cpu) == resolve_amp("fp32", cpu) == "off"

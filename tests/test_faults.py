@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from box2mask.checkpoint import load_checkpoint
+from box2mask.io.checkpoint import load_checkpoint
 from tests.test_train_loop import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,8 +187,8 @@ def test_differences_finds_a_run_that_is_not_the_reference(shapes, straight, tmp
 
 
 def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(monkeypatch, tmp_path):
-    from box2mask.checkpoint import save_checkpoint
-    from box2mask.config import ModelConfig
+    from box2mask.io.checkpoint import save_checkpoint
+    from box2mask.model.config import ModelConfig
 
     model = torch.nn.Linear(3, 2)
     args = dict(model_config=ModelConfig(), class_names=["blob"], config={}, model_version="v")

@@ -17,7 +17,7 @@ from annotator.fiftyone_convert import (
     window_to_bbox,
     xyxy_to_bbox,
 )
-from box2mask.rle import decode_rle, encode_rle
+from box2mask.io.rle import decode_rle, encode_rle
 
 W, H = 10, 8
 

@@ -15,8 +15,8 @@ from PIL import Image
 
 from annotator.fiftyone_convert import paste_mask, pixel_window
 from annotator.store import Label, SQLiteStore
-from box2mask.metrics import mask_iou
-from box2mask.rle import decode_rle, encode_rle
+from box2mask.io.rle import decode_rle, encode_rle
+from box2mask.ops.metrics import mask_iou
 
 
 def _scene(height, width, rects, seed):

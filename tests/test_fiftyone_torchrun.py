@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from box2mask.cli import main as cli_main
-from box2mask.shards import snake_rank
+from box2mask.segment.shards import snake_rank
 from tests.torchrun_helpers import launch_env, rank_pid, torchrun_cmd
 
 N_SAMPLES = 16

@@ -1,10 +1,10 @@
-"""box2mask.geometry by hand: windows, sampling, paste-back, click discs, tight boxes."""
+"""box2mask.ops.geometry by hand: windows, sampling, paste-back, click discs, tight boxes."""
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from box2mask.geometry import (
+from box2mask.ops.geometry import (
     box_windows,
     click_discs,
     gather_grid,

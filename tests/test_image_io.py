@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from box2mask.image_io import ImageLoadError, load_image, to_rgb_uint8
+from box2mask.io.image_io import ImageLoadError, load_image, to_rgb_uint8
 
 
 def _gradient(h=20, w=30):

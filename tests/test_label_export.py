@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 
 from annotator.store import Label, SQLiteStore
-from box2mask.rle import decode_rle, encode_rle
+from box2mask.io.rle import decode_rle, encode_rle
 from train.label_export import export_training_data, is_eval_image
 
 
@@ -98,7 +98,7 @@ def test_export_boxes_for_all_and_verified_masks_held_out(tmp_path):
 
 def test_an_exif_rotated_photo_without_a_mask_is_exported_at_its_loaded_size(tmp_path):
     """A phone photo stored 300 x 200 with rotate-90 EXIF loads (and is labelled) as 200 x 300."""
-    from box2mask.image_io import load_image
+    from box2mask.io.image_io import load_image
 
     images = tmp_path / "images"
     images.mkdir()

@@ -1,8 +1,10 @@
-"""The packages form layers: box2mask (the method) <- train (learning) <- annotator (the apps).
+"""The packages form layers: box2mask (the method) <- train (learning) <- annotator (the apps), and
+inside box2mask, sub-packages that import only the ones below them (BOX2MASK_LAYERS).
 
 No module may import from a layer above its own; the CLI in box2mask names the subcommand modules
 of every layer as strings and imports one only when it runs. Neither box2mask nor train imports an
 optional dependency (gradio, fiftyone), so `segment`, `train`, `eval` and `models` run without them.
+Benchmarks (bench/) may import anything; no package imports them.
 """
 
 import ast
@@ -20,28 +22,96 @@ OPTIONAL = (
 FORBIDDEN = {
     "box2mask": ("train", "annotator", "bench", *OPTIONAL),
     "train": ("annotator", "bench", *OPTIONAL),
+    "annotator": ("bench",),
 }
+
+# sub-package of box2mask -> the parts of box2mask it may import besides itself ("box2mask": the
+# top-level facade, build_predictor in box2mask/__init__.py)
+BOX2MASK_LAYERS = {
+    "ops": set(),
+    "io": {"ops"},
+    "levelset": {"ops"},
+    "model": {"ops", "io", "levelset"},  # levelset: the predictor's optional region refinement
+    "crop": {"ops", "io", "levelset"},  # levelset: the base masks
+    "labels": {"ops", "io"},
+    "segment": {"ops", "io", "labels", "model", "box2mask"},  # model: the --amp choices
+}
+TOP_LEVEL = {"__init__.py", "__main__.py", "cli.py", "interrupt.py"}  # may import any part
+
+
+def _module_exists(name: str) -> bool:
+    path = ROOT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
 
 
 def _imports(path: Path):
+    """(line, module) for every absolute import; `from package import module` names the module."""
     tree = ast.parse(path.read_text(), filename=str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.lineno, node.module
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                yield node.lineno, full if _module_exists(full) else node.module
+
+
+def _box2mask_part(module: str) -> str:
+    """The part of box2mask a module of it belongs to: a sub-package, "box2mask" (the facade) or
+    "top" (another top-level module: cli, interrupt)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "box2mask"
+    return parts[1] if parts[1] in BOX2MASK_LAYERS else "top"
+
+
+def _py_files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_no_import_runs_back_up_the_layers(package):
     bad = [
         f"{path.relative_to(ROOT)}:{line} imports {name}"
-        for path in sorted((ROOT / package).rglob("*.py"))
+        for path in _py_files(package)
         for line, name in _imports(path)
         if name.split(".")[0] in FORBIDDEN[package]
     ]
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("sub", sorted(BOX2MASK_LAYERS))
+def test_box2mask_sub_packages_import_only_the_layers_below(sub):
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in _py_files(f"box2mask/{sub}")
+        for line, name in _imports(path)
+        if name.split(".")[0] == "box2mask"
+        and _box2mask_part(name) not in BOX2MASK_LAYERS[sub] | {sub}
+    ]
+    assert not bad, f"box2mask.{sub} may import {sorted(BOX2MASK_LAYERS[sub])}:\n" + "\n".join(bad)
+
+
+def _in_a_layer(path: Path) -> bool:
+    inside = path.relative_to(ROOT / "box2mask").parts
+    return inside[0] in TOP_LEVEL if len(inside) == 1 else inside[0] in BOX2MASK_LAYERS
+
+
+def test_every_box2mask_file_is_in_a_layer():
+    stray = [str(path.relative_to(ROOT)) for path in _py_files("box2mask") if not _in_a_layer(path)]
+    assert not stray, "not in a sub-package of tests/test_layers.py's table:\n" + "\n".join(stray)
+
+
+def test_imports_are_absolute():
+    relative = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for package in ("box2mask", "train", "annotator", "bench")
+        for path in _py_files(package)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert not relative, "\n".join(relative)
 
 
 def test_segment_runs_with_gradio_and_fiftyone_missing(tmp_path):

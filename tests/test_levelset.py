@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from box2mask.levelset import (
+from box2mask.ops.levelset import (
     box_masks_from_boxes,
     chan_vese_energy,
     evolve,

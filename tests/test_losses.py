@@ -3,11 +3,11 @@ import math
 import pytest
 import torch
 
-from box2mask.config import LossConfig
-from box2mask.feature_smoothing import bilateral_smooth
-from box2mask.lcm import lcm_affinity, lcm_loss, neighbours, propagate
-from box2mask.losses import Box2MaskCriterion, build_weight_dict, sample_prompts
-from box2mask.projection import projection_dice_cost, projection_dice_loss
+from box2mask.model.config import LossConfig
+from box2mask.model.losses import Box2MaskCriterion, build_weight_dict, sample_prompts
+from box2mask.ops.feature_smoothing import bilateral_smooth
+from box2mask.ops.lcm import lcm_affinity, lcm_loss, neighbours, propagate
+from box2mask.ops.projection import projection_dice_cost, projection_dice_loss
 from tests.tiny_model import tiny_model
 
 

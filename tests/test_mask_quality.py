@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from box2mask.mask_quality import (
+from box2mask.ops.mask_quality import (
     QUALITY_WEIGHTS,
     box_grid,
     disagreement,

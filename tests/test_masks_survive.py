@@ -14,8 +14,8 @@ from annotator.export import export_coco, import_coco
 from annotator.polygons import mask_to_polygons, polygons_to_mask
 from annotator.store import Label, SQLiteStore
 from annotator.yolo_export import export_yolo
-from box2mask.mask_morphology import fill_holes
-from box2mask.rle import decode_rle, encode_rle
+from box2mask.io.rle import decode_rle, encode_rle
+from box2mask.ops.mask_morphology import fill_holes
 
 H, W = 60, 80
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from box2mask.matcher import HungarianMatcher
+from box2mask.model.matcher import HungarianMatcher
 
 
 def _box_logits(boxes_grid, height, width):

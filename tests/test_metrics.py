@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from box2mask.metrics import (
+from box2mask.ops.metrics import (
     MaskQualityEvaluator,
     boundary_f,
     mask_boundary,

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from box2mask.config import LossConfig
-from box2mask.image_io import load_image
-from box2mask.losses import Box2MaskCriterion, mask_target_losses, sample_prompts
-from box2mask.rle import decode_rle
+from box2mask.io.image_io import load_image
+from box2mask.io.rle import decode_rle
+from box2mask.model.config import LossConfig
+from box2mask.model.losses import Box2MaskCriterion, mask_target_losses, sample_prompts
 from tests.test_train_loop import make_shapes_dataset, read_metrics, tiny_config
 from train.dataset import CocoBoxDataset, collate_batch
 from train.teacher import compute_teacher_masks, load_or_compute_teacher_masks

@@ -4,9 +4,9 @@ import pytest
 import torch
 import torchvision
 
-from box2mask.config import ModelConfig
-from box2mask.model import build_model
 from box2mask.model.backbone import ResNetBackbone
+from box2mask.model.box2mask_model import build_model
+from box2mask.model.config import ModelConfig
 from box2mask.model.pixel_decoder import FPNPixelDecoder
 from box2mask.model.position import box_position_embedding, sine_embed
 from tests.tiny_model import tiny_config as shared_tiny_config

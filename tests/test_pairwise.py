@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import torch
 
-from box2mask.crop_losses import colour_edges, crop_losses, pairwise_loss
-from box2mask.lab import rgb_to_lab
+from box2mask.crop.losses import colour_edges, crop_losses, pairwise_loss
+from box2mask.ops.lab import rgb_to_lab
 
 
 def test_lab_matches_opencv_8bit_units():

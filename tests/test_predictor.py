@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from box2mask.config import MASK_STRIDE, ModelConfig
-from box2mask.model import build_model
-from box2mask.predictor import Box2MaskPredictor
+from box2mask.model.box2mask_model import build_model
+from box2mask.model.config import MASK_STRIDE, ModelConfig
+from box2mask.model.predictor import Box2MaskPredictor
 from tests.tiny_model import tiny_model
 
 HEIGHT, WIDTH = 70, 100

@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from annotator.prefetch import Prefetcher, stateful
-from box2mask.embedding_cache import EmbeddingCache, image_key
-from box2mask.image_io import load_image
-from box2mask.predictor import Box2MaskPredictor
+from box2mask.io.embedding_cache import EmbeddingCache, image_key
+from box2mask.io.image_io import load_image
+from box2mask.model.predictor import Box2MaskPredictor
 from tests.tiny_model import tiny_model
 
 BOXES = np.array([[10.0, 8.0, 50.0, 40.0], [30.5, 20.2, 70.0, 58.0]])
@@ -113,7 +113,7 @@ def test_annotation_session_opens_prefetched_images_from_the_cache(model, tmp_pa
     reference = _predictor(model)
     reference.set_image(load_image(images / keys[2]))
     masks, _ = reference.predict(np.array([[10.0, 8.0, 50.0, 40.0]]))
-    from box2mask.rle import decode_rle
+    from box2mask.io.rle import decode_rle
 
     stored = store.labels(keys[2])[0]
     assert np.array_equal(decode_rle(stored.mask_rle), masks[0])

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from annotator.store import Label, SQLiteStore
-from box2mask.rle import encode_rle
+from box2mask.io.rle import encode_rle
 from tests.test_train_loop import TINY
 from train.registry import ModelRegistry
 from train.retrain import retrain

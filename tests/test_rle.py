@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from box2mask.rle import decode_rle, encode_rle, rle_area, rle_to_bbox_xywh
+from box2mask.io.rle import decode_rle, encode_rle, rle_area, rle_to_bbox_xywh
 
 
 def _ring_and_blob():

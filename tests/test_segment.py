@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from box2mask.cli import main as cli_main
-from box2mask.rle import decode_rle, decode_segmentation, encode_rle
+from box2mask.io.rle import decode_rle, decode_segmentation, encode_rle
 from tests.torchrun_helpers import launch_env, rank_pid, torchrun_cmd
 
 
@@ -160,7 +160,7 @@ def test_cuda_without_cuda_is_a_clear_error(tmp_path, capsys):
 
 
 def test_disk_full_while_writing_keeps_the_work_and_a_rerun_finishes(tmp_path, capsys, monkeypatch):
-    from box2mask import coco_index
+    from box2mask.segment import index as coco_index
 
     boxes = make_dataset(tmp_path, n_images=2)
     out = tmp_path / "out.json"
@@ -259,7 +259,8 @@ def test_refine_existing_starts_from_the_given_masks_and_keeps_ids_fields_order(
 def test_refine_existing_reports_a_bad_segmentation_and_a_model_that_cannot_refine(
     tmp_path, capsys
 ):
-    from box2mask.segment import SegmentError, check_refines
+    from box2mask.segment.errors import SegmentError
+    from box2mask.segment.image import check_refines
 
     boxes = make_dataset(tmp_path, n_images=1)
     coco = json.loads(boxes.read_text())

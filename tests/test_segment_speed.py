@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from box2mask.cli import main as cli_main
-from box2mask.predictor import Box2MaskPredictor
-from box2mask.segment import segment_coco
+from box2mask.model.predictor import Box2MaskPredictor
+from box2mask.segment.run import segment_coco
 from tests.disc_scenes import disc_scene, write_coco
 from tests.tiny_model import save_tiny_checkpoint, tiny_model
 

@@ -6,8 +6,8 @@ from PIL import Image
 
 from annotator.session import AnnotationSession, PredictorService, match_boxes
 from annotator.store import SQLiteStore, StaleWriteError
-from box2mask.default_segmenter import LevelSetConfig, LevelSetSegmenter
-from box2mask.rle import decode_rle
+from box2mask.io.rle import decode_rle
+from box2mask.levelset.segmenter import LevelSetConfig, LevelSetSegmenter
 
 H, W = 80, 100
 DISC_CX, DISC_CY, DISC_R = 40, 40, 16

@@ -13,7 +13,7 @@ import annotator.session as session_module
 from annotator.mask_patch import MaskPatch
 from annotator.session import AnnotationSession, PredictorService
 from annotator.store import SQLiteStore
-from box2mask.rle import decode_rle
+from box2mask.io.rle import decode_rle
 from tests.test_session import CountingPredictor
 
 H, W = 120, 160

@@ -1,4 +1,4 @@
-"""box2mask.shards: the snake deal, the torchrun environment, and ranks agreeing on errors.
+"""box2mask.segment.shards: the snake deal, the torchrun environment, and ranks agreeing on errors.
 
 The agreement tests start 2 real gloo processes (torch.multiprocessing, a file rendezvous).
 """
@@ -10,7 +10,7 @@ import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from box2mask.shards import RankError, Ranks, agreed, snake_rank
+from box2mask.segment.shards import RankError, Ranks, agreed, snake_rank
 
 
 def test_snake_rank_deals_laps_in_alternating_directions():

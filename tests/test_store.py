@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from annotator.store import Label, SQLiteStore, list_image_files
-from box2mask.rle import encode_rle
+from box2mask.io.rle import encode_rle
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from box2mask.io.rle import decode_rle, encode_rle
 from box2mask.labels.store import Label, SQLiteStore, StaleWriteError
-from box2mask.rle import decode_rle, encode_rle
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 48, 64

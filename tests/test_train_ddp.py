@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from box2mask.checkpoint import load_checkpoint
+from box2mask.io.checkpoint import load_checkpoint
 from tests.test_train_loop import TINY, make_shapes_dataset, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,7 +54,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     # the weights did move away from the (seeded, shared) initialisation by far more than that
     import dataclasses
 
-    from box2mask.model import build_model
+    from box2mask.model.box2mask_model import build_model
 
     cfg = tiny_config(data, single, **SETTINGS)
     torch.manual_seed(cfg.seed)

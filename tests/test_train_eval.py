@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from box2mask.rle import decode_rle
+from box2mask.io.rle import decode_rle
 from tests.test_train_loop import make_shapes_dataset, tiny_config
 from train.evaluate import CocoMaskAPEvaluator
 
@@ -79,7 +79,7 @@ def test_evaluation_during_training_is_the_served_models(shapes, tmp_path, monke
     read from the config's annotations file and image folder, whatever their names."""
     import shutil
 
-    from box2mask.predictor import Box2MaskPredictor
+    from box2mask.model.predictor import Box2MaskPredictor
     from tests.tiny_model import tiny_model
     from train.evaluate import evaluate_model_box_prompts
 

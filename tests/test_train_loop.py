@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from box2mask.checkpoint import load_checkpoint
-from box2mask.rle import encode_rle
+from box2mask.io.checkpoint import load_checkpoint
+from box2mask.io.rle import encode_rle
 from train.config import load_config
 
 TINY = {

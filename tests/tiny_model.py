@@ -2,9 +2,9 @@
 
 import torch
 
-from box2mask.checkpoint import save_checkpoint
-from box2mask.config import ModelConfig
-from box2mask.model import build_model
+from box2mask.io.checkpoint import save_checkpoint
+from box2mask.model.box2mask_model import build_model
+from box2mask.model.config import ModelConfig
 
 
 def tiny_config(**overrides) -> ModelConfig:

@@ -3,7 +3,7 @@
 The one definition of the numbers in the quality tables (bench/quality.py), `box2mask eval` and
 `box2mask retrain`: the GT boxes (tight box of each GT mask) are the prompts; per predictor one row
 with mIoU, boundary F (2 px), mIoU by COCO size, median ms per box and the Spearman correlation
-of the predictor's score with the true IoU. Metrics live in box2mask/metrics.py.
+of the predictor's score with the true IoU. Metrics live in box2mask/ops/metrics.py.
 """
 
 import json
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from box2mask.image_io import load_image
-from box2mask.metrics import MaskQualityEvaluator
-from box2mask.rle import decode_segmentation
+from box2mask.io.image_io import load_image
+from box2mask.io.rle import decode_segmentation
+from box2mask.ops.metrics import MaskQualityEvaluator
 
 __all__ = ["load_dataset", "spearman", "evaluate_predictors", "evaluate_predictor"]
 

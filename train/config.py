@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from box2mask.atomic_write import write_text_atomic
-from box2mask.config import LossConfig, ModelConfig
+from box2mask.io.atomic_write import write_text_atomic
+from box2mask.model.config import LossConfig, ModelConfig
 
 __all__ = [
     "ConfigError",
@@ -75,7 +75,9 @@ class TrainConfig:
     lr_milestones: tuple[float, ...] = (0.889, 0.963)  # step milestones as fractions of iterations
     lr_gamma: float = 0.1  # step-schedule decay factor
     levelset_warmup_steps: int = 100  # projection-only warm-up: level-set terms off before this
-    amp: str = "auto"  # "bf16" | "fp16" | "fp32" | "auto" (box2mask.fast_inference.resolve_amp)
+    amp: str = (
+        "auto"  # "bf16" | "fp16" | "fp32" | "auto" (box2mask.model.fast_inference.resolve_amp)
+    )
     seed: int = 0  # seeds model init, data order and augmentation
     init_checkpoint: str = ""  # fine-tune: start from this checkpoint's model (its architecture
     # and weights; optimizer and step start fresh; a class head of another size starts anew)
@@ -88,7 +90,7 @@ class TrainConfig:
     log_every: int = 10  # append a metrics.jsonl line every this many steps
     eval_every: int = 0  # box-prompt mIoU on val_split every this many steps (0 = only at the end)
     eval_max_images: int = 0  # cap on val images per evaluation (0 = all)
-    # --- the model and its losses (box2mask/config.py) ---
+    # --- the model and its losses (box2mask/model/config.py) ---
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 

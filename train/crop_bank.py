@@ -1,6 +1,6 @@
 """The crop bank: every training box of a COCO dataset as its S x S crop, computed once per run.
 
-The crop learner (box2mask/crop_learner.py) sees only each box's crop, so the whole training set
+The crop learner (box2mask/crop/learner.py) sees only each box's crop, so the whole training set
 fits in memory as a few tensors (a 64 x 64 crop is 12 KiB of colours): one pass over the images
 samples each box's crop, its LCM affinities, the teacher's mask there (the distillation target:
 the embedded default, which is also the base mask of `base: default`, or a trained crop learner
@@ -21,16 +21,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from box2mask.atomic_write import atomic_write
-from box2mask.crop_learner import (
+from box2mask.crop.learner import (
     CropLearnerConfig,
     crop_geometry,
     crop_inputs,
     sample_crops,
 )
-from box2mask.crop_losses import crop_affinity
-from box2mask.crop_predictor import sample_masks
-from box2mask.image_io import load_image
+from box2mask.crop.losses import crop_affinity
+from box2mask.crop.predictor import sample_masks
+from box2mask.io.atomic_write import atomic_write
+from box2mask.io.image_io import load_image
 from train.dataset import CocoBoxDataset, DatasetError, _decode_segmentation
 
 __all__ = ["CropBank", "build_crop_bank", "load_or_build_crop_bank"]
@@ -82,7 +82,7 @@ def build_crop_bank(
     teacher: a box2mask predictor (set_image / predict) whose masks are the distillation target;
     None = the embedded default.
     """
-    from box2mask.default_segmenter import LevelSetSegmenter
+    from box2mask.levelset.segmenter import LevelSetSegmenter
 
     labeller = teacher if teacher is not None else LevelSetSegmenter(device=device)
     size = cfg.crop_size

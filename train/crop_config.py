@@ -9,7 +9,7 @@ overrides them. Unknown keys and wrong types are errors naming the file and the 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from box2mask.crop_learner import CropLearnerConfig
+from box2mask.crop.learner import CropLearnerConfig
 from train.config import ConfigError, apply_overrides, read_config_file
 
 __all__ = ["CropLossWeights", "CropTrainConfig", "is_crop_config", "load_crop_config"]
@@ -27,7 +27,7 @@ class CropLossWeights:
     mask_dice: float = 1.0  # dice to verified masks
 
     def as_dict(self) -> dict[str, float]:
-        """{"loss_<name>": weight}, the names of box2mask.crop_losses.crop_losses."""
+        """{"loss_<name>": weight}, the names of box2mask.crop.losses.crop_losses."""
         return {f"loss_{k}": float(v) for k, v in vars(self).items()}
 
 

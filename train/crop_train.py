@@ -1,11 +1,11 @@
-"""Training the crop learner from boxes (box2mask/crop_learner.py), on CPU or one GPU.
+"""Training the crop learner from boxes (box2mask/crop/learner.py), on CPU or one GPU.
 
     box2mask train --config configs/crop_nuclei.yaml --data ../shared/data/nuclei \
         --out runs/nuclei --max-minutes 20
 
 One pass over the training images builds the crop bank (train/crop_bank.py); then each step draws
 `batch_size` crops, flips / transposes them, and minimises the weighted box-supervised terms of
-box2mask/crop_losses.py. The run directory gets config.yaml, metrics.jsonl (every `log_every`
+box2mask/crop/losses.py. The run directory gets config.yaml, metrics.jsonl (every `log_every`
 steps: each loss term, crops/s; every `eval_every` steps: val mIoU on crops) and last.pt, a
 checkpoint of kind `crop-learner` that every command taking `--checkpoint` serves. At the end the
 served predictor is evaluated on the val split with GT boxes as prompts (the quality tables'
@@ -19,16 +19,16 @@ from pathlib import Path
 
 import torch
 
-from box2mask.crop_learner import KIND, CropUNet, base_logits, crop_inputs
-from box2mask.crop_losses import crop_losses, total_loss
-from box2mask.levelset import box_masks_from_boxes, inscribed_ellipses
+from box2mask.crop.learner import KIND, CropUNet, base_logits, crop_inputs
+from box2mask.crop.losses import crop_losses, total_loss
+from box2mask.ops.levelset import box_masks_from_boxes, inscribed_ellipses
 from train.crop_bank import CropBank, load_or_build_crop_bank
 from train.crop_config import CropTrainConfig
 
 __all__ = ["augment_batch", "forward_crops", "train_crop", "evaluate_crops"]
 
 
-# box2mask.lcm's neighbour offsets (dy, dx), row by row: (-d,-d) (-d,0) (-d,d) (0,-d) (0,d)
+# box2mask.ops.lcm's neighbour offsets (dy, dx), row by row: (-d,-d) (-d,0) (-d,d) (0,-d) (0,d)
 # (d,-d) (d,0) (d,d). A flip maps offset k to offset PERM[k] (each is its own inverse).
 NEIGHBOUR_PERMUTATION = {
     "h": [2, 1, 0, 4, 3, 7, 6, 5],  # dx -> -dx
@@ -41,7 +41,7 @@ def augment_batch(batch: dict, generator: torch.Generator) -> dict:
     """Random horizontal flip, vertical flip and transpose per crop (the box moves with it).
 
     batch: "rgb" (N, 3, S, S), "teacher" / "masks" (N, S, S), "grid_boxes" (N, 4) XYXY grid px,
-    "affinity" (N, 8, S, S) (neighbour k = box2mask.lcm offset k: flipped maps also swap which
+    "affinity" (N, 8, S, S) (neighbour k = box2mask.ops.lcm offset k: flipped maps also swap which
     neighbour each channel means, `NEIGHBOUR_PERMUTATION`).
     """
     n, size = len(batch["grid_boxes"]), batch["rgb"].shape[-1]
@@ -146,7 +146,7 @@ def train_crop(
     """
     from tqdm import tqdm
 
-    from box2mask.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from box2mask.io.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from train.config import flatten_config, save_config
     from train.dataset import CocoBoxDataset
 
@@ -284,7 +284,7 @@ def evaluate_served(cfg: CropTrainConfig, device: str = "cpu", progress: bool = 
 def _resolve(args):
     """The run's CropTrainConfig and the checkpoint to resume from (or None): defaults < --config
     (or the config saved in OUT/last.pt with --resume) < --set < --data/--split/--out/--device."""
-    from box2mask.checkpoint import load_checkpoint
+    from box2mask.io.checkpoint import load_checkpoint
     from train.config import ConfigError, apply_overrides, parse_set_args
     from train.crop_config import load_crop_config
 
@@ -319,7 +319,7 @@ def run(args) -> int:
     """`box2mask train` for a config with `learner: crop` (see train/train_cmd.py)."""
     import sys
 
-    from box2mask.checkpoint import CheckpointError
+    from box2mask.io.checkpoint import CheckpointError
     from train.config import ConfigError
     from train.dataset import DatasetError
 

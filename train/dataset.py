@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from box2mask.box_ops import xywh_to_xyxy
-from box2mask.image_io import load_image
-from box2mask.rle import decode_rle, decode_segmentation
+from box2mask.io.image_io import load_image
+from box2mask.io.rle import decode_rle, decode_segmentation
+from box2mask.ops.box_ops import xywh_to_xyxy
 from train.augment import random_scale_crop_flip, resize_long_side
 
 __all__ = ["DatasetError", "CocoBoxDataset", "batches_of_epoch", "collate_batch", "load_gt_masks"]
@@ -242,8 +242,8 @@ def load_gt_masks(
 
 
 def _decode_segmentation(seg, height: int, width: int, source=None) -> np.ndarray:
-    """A COCO `segmentation` (polygons or RLE) -> (H, W) bool (`box2mask.rle.decode_segmentation`);
-    DatasetError naming `source` when it is malformed or does not fit the image."""
+    """A COCO `segmentation` (polygons or RLE) -> (H, W) bool
+    (`box2mask.io.rle.decode_segmentation`); DatasetError naming `source` when it is malformed or does not fit the image."""
     try:
         return decode_segmentation(seg, height, width)
     except ValueError as err:

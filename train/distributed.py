@@ -3,7 +3,7 @@
 Launch several processes with `torchrun --nproc_per_node=N -m box2mask train ...` (or several
 nodes with `--nnodes`, `--node_rank`, `--master_addr`); a plain `box2mask train` is world size 1.
 Only rank 0 writes files (`is_main`). The launch itself (ranks from the environment, the device,
-the process group) is box2mask.shards', shared with the inference commands.
+the process group) is box2mask.segment.shards', shared with the inference commands.
 """
 
 from dataclasses import dataclass
@@ -12,7 +12,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from box2mask.shards import Ranks, rank_device, start_process_group
+from box2mask.segment.shards import Ranks, rank_device, start_process_group
 
 __all__ = ["DistInfo", "init_distributed", "all_reduce_mean", "all_true"]
 

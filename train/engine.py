@@ -33,7 +33,7 @@ class NonFiniteLossError(FloatingPointError):
 
 def build_criterion(cfg, device) -> nn.Module:
     """The Box2Mask criterion of a training config, with the model config's pixel mean/std."""
-    from box2mask.losses import Box2MaskCriterion
+    from box2mask.model.losses import Box2MaskCriterion
 
     return Box2MaskCriterion(
         cfg.model.num_classes,
@@ -106,10 +106,10 @@ def prompt_seeds(cfg, step: int, image_ids: list[int]) -> list[int]:
 
 
 def sample_prompts_per_image(targets: list[dict], image_size, *, cfg, seeds: list[int]):
-    """`box2mask.losses.sample_prompts` with one random generator per image, seeded by `seeds`,
-    so that a given image at a given step gets the same prompts in any process (DDP) and after a
+    """`box2mask.model.losses.sample_prompts` with one random generator per image, seeded by
+    `seeds`, so that a given image at a given step gets the same prompts in any process (DDP) and after a
     resume. Returns (prompt_boxes, prompt_targets) as `sample_prompts` does."""
-    from box2mask.losses import sample_prompts
+    from box2mask.model.losses import sample_prompts
 
     prompts, prompt_targets = [], []
     for target, seed in zip(targets, seeds, strict=True):

@@ -13,7 +13,7 @@ import math
 import sys
 from pathlib import Path
 
-from box2mask.atomic_write import write_text_atomic
+from box2mask.io.atomic_write import write_text_atomic
 
 __all__ = ["add_arguments", "run"]
 
@@ -82,8 +82,8 @@ def format_report(name: str, ap: dict | None, prompts: dict | None) -> str:
 
 
 def run(args) -> int:
-    from box2mask.checkpoint import CheckpointError
-    from box2mask.predictor import Box2MaskPredictor
+    from box2mask.io.checkpoint import CheckpointError
+    from box2mask.model.predictor import Box2MaskPredictor
     from train.dataset import DatasetError
     from train.evaluate import evaluate_box_prompts, evaluate_mask_ap
 

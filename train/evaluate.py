@@ -1,7 +1,7 @@
 """Evaluators of a trained model on a COCO dataset with ground-truth masks.
 
 - Box prompts: GT boxes in, masks out; mIoU / boundary F / mIoU by size with the definitions of
-  the quality tables (`train/box_prompt_eval.py`, metrics in box2mask/metrics.py).
+  the quality tables (`train/box_prompt_eval.py`, metrics in box2mask/ops/metrics.py).
 - Automatic proposals: COCO mask AP (pycocotools) of `predictor.predict_all()`, detectron2-style
   `reset` / `process` / `summarize`.
 """
@@ -12,8 +12,8 @@ import json
 
 import numpy as np
 
-from box2mask.image_io import load_image
-from box2mask.rle import encode_rle, rle_area
+from box2mask.io.image_io import load_image
+from box2mask.io.rle import encode_rle, rle_area
 from train.box_prompt_eval import evaluate_predictor
 
 __all__ = ["CocoMaskAPEvaluator", "evaluate_box_prompts", "evaluate_mask_ap"]
@@ -45,7 +45,7 @@ def evaluate_box_prompts(
 def evaluate_model_box_prompts(model, cfg, *, device, model_version: str, progress=False) -> dict:
     """`evaluate_box_prompts` for an in-memory model (used during training); leaves it in eval
     mode (the caller switches back to train mode)."""
-    from box2mask.predictor import Box2MaskPredictor, serving_options
+    from box2mask.model.predictor import Box2MaskPredictor, serving_options
     from train.config import flatten_config
 
     model.eval()

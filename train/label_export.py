@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from box2mask.atomic_write import write_text_atomic
+from box2mask.io.atomic_write import write_text_atomic
+from box2mask.io.rle import rle_area
 from box2mask.labels.coco import labelled_image_size
-from box2mask.rle import rle_area
 
 __all__ = ["ExportSummary", "is_eval_image", "export_training_data"]
 

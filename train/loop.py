@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from box2mask.atomic_write import write_text_atomic
+from box2mask.io.atomic_write import write_text_atomic
 from train.distributed import DistInfo
 
 __all__ = ["Run", "fit", "build", "train_step", "save"]
@@ -36,7 +36,7 @@ class Run:
     dataset: object  # train.dataset.CocoBoxDataset of the training split
     model: torch.nn.Module  # what the step runs: the model, or its DistributedDataParallel wrapper
     raw_model: torch.nn.Module  # the model itself (what checkpoints and evaluation use)
-    criterion: torch.nn.Module  # box2mask.losses.Box2MaskCriterion
+    criterion: torch.nn.Module  # box2mask.model.losses.Box2MaskCriterion
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: object  # torch.amp.GradScaler under fp16 autocast, else None
@@ -68,7 +68,7 @@ def fit(
     `time_limit_s` / `stop_at_step`: stop early (after saving last.pt), as if interrupted; the
     schedule still runs to cfg.iterations when resumed.
     """
-    from box2mask.shards import stop_process_group
+    from box2mask.segment.shards import stop_process_group
     from train.distributed import init_distributed
 
     dist_info = init_distributed(device)
@@ -175,8 +175,9 @@ def build_model(cfg, dist_info: DistInfo, *, resume_from: dict | None = None):
     """(cfg, model) on this process's device. Fine-tuning (cfg.init_checkpoint, not resuming)
     takes the parent's architecture and every weight that fits; weights that come from a
     checkpoint skip the backbone download. Returns cfg with the architecture actually built."""
-    from box2mask.checkpoint import load_checkpoint, model_config_from_checkpoint
-    from box2mask.model import build_model as build_network
+    from box2mask.io.checkpoint import load_checkpoint
+    from box2mask.model.box2mask_model import build_model as build_network
+    from box2mask.model.checkpoint import model_config_from_checkpoint
 
     init = None
     if cfg.init_checkpoint and resume_from is None:  # fine-tune: the parent's architecture
@@ -197,7 +198,7 @@ def build_model(cfg, dist_info: DistInfo, *, resume_from: dict | None = None):
 
 def _optimization(cfg, model, dist_info: DistInfo) -> tuple:
     """(criterion, optimizer, scheduler, scaler, autocast_dtype) for `model`."""
-    from box2mask.fast_inference import amp_dtype, resolve_amp
+    from box2mask.model.fast_inference import amp_dtype, resolve_amp
     from train.engine import build_criterion, build_optimizer, lr_factor
 
     criterion = build_criterion(cfg, dist_info.device)
@@ -257,7 +258,7 @@ def save(run: Run) -> None:
     """Write OUT/last.pt (main process only): the model and everything `resume` needs."""
     if not run.dist.is_main:
         return
-    from box2mask.checkpoint import save_checkpoint
+    from box2mask.io.checkpoint import save_checkpoint
     from train.config import flatten_config
 
     save_checkpoint(

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from box2mask.atomic_write import write_text_atomic
+from box2mask.io.atomic_write import write_text_atomic
 
 __all__ = ["VersionInfo", "ModelRegistry", "RegistryLocked", "should_promote"]
 

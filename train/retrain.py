@@ -65,7 +65,7 @@ def retrain(
     import torch
 
     from box2mask import build_predictor
-    from box2mask.checkpoint import load_checkpoint
+    from box2mask.io.checkpoint import load_checkpoint
     from train.config import default_config_path, load_config
     from train.crop_config import is_crop_config
     from train.evaluate import evaluate_box_prompts

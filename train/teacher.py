@@ -1,7 +1,7 @@
 """A classical teacher for box-supervised training: the embedded level-set default's masks.
 
 With `teacher: levelset` every training box without a human mask gets the mask the embedded
-default (`box2mask.default_segmenter.LevelSetSegmenter`) proposes for it, used as a down-weighted
+default (`box2mask.levelset.segmenter.LevelSetSegmenter`) proposes for it, used as a down-weighted
 mask target next to the box losses (a teacher the network can outgrow: its weight is below a human mask's). The
 masks are computed once per run at the images' original size and kept as COCO RLE in one JSON
 file in the run directory, so a resumed run reuses them.
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from box2mask.atomic_write import write_text_atomic
-from box2mask.image_io import load_image
-from box2mask.rle import encode_rle
+from box2mask.io.atomic_write import write_text_atomic
+from box2mask.io.image_io import load_image
+from box2mask.io.rle import encode_rle
 
 __all__ = ["TEACHERS", "compute_teacher_masks", "load_or_compute_teacher_masks"]
 
@@ -32,7 +32,7 @@ def compute_teacher_masks(
     skip_masked: no teacher mask for boxes whose annotation has a `segmentation` (they get the
         human mask under mixed supervision); None in their place.
     """
-    from box2mask.default_segmenter import LevelSetSegmenter
+    from box2mask.levelset.segmenter import LevelSetSegmenter
 
     teacher = LevelSetSegmenter(device=device)
     out = {}

@@ -67,7 +67,7 @@ def _resolve_config(args):
     Precedence: dataclass defaults < --config file < --set < --data/--split/--out/--backbone-weights.
     With --resume the config saved in OUT/last.pt replaces the defaults and the file.
     """
-    from box2mask.checkpoint import load_checkpoint
+    from box2mask.io.checkpoint import load_checkpoint
     from train.config import (
         ConfigError,
         apply_overrides,
@@ -111,14 +111,14 @@ def _is_crop_run(args) -> bool:
         last = Path(args.out or "runs/box2mask") / "last.pt"
         if not last.is_file():
             return False
-        from box2mask.checkpoint import load_checkpoint
+        from box2mask.io.checkpoint import load_checkpoint
 
         return load_checkpoint(last)["kind"] == "crop-learner"
     return is_crop_config(args.config)
 
 
 def run(args) -> int:
-    from box2mask.checkpoint import CheckpointError
+    from box2mask.io.checkpoint import CheckpointError
     from train.config import ConfigError
     from train.dataset import DatasetError
     from train.engine import NonFiniteLossError

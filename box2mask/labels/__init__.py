@@ -1,5 +1,8 @@
 """Labels: the label store (Label, LabelStore, the SQLite backend) that the annotator writes and
-the retraining loop reads."""
+the retraining loop reads.
+
+May import box2mask.ops and box2mask.io, nothing else of box2mask.
+"""
 
 from box2mask.labels.store import (
     IMAGE_EXTENSIONS,

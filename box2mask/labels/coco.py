@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from box2mask.image_io import image_size
+from box2mask.io.image_io import image_size
 
 __all__ = ["labelled_image_size"]
 

@@ -1,5 +1,8 @@
-"""The Box2Mask-T network (backbone, pixel decoder, masked-attention decoder, box prompts)."""
+"""Box2Mask-T, the trained full-image model: the network (backbone, pixel decoder, masked-attention
+decoder, box prompts; `box2mask_model.build_model`), its config, losses and matcher, the checkpoint
+that rebuilds it, and its predictor (`predictor.Box2MaskPredictor`, run options in
+`fast_inference`).
 
-from box2mask.model.box2mask_model import Box2MaskModel, build_model
-
-__all__ = ["Box2MaskModel", "build_model"]
+May import box2mask.ops, box2mask.io and box2mask.levelset (the predictor's optional region
+refinement), nothing else of box2mask.
+"""

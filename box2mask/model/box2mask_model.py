@@ -8,8 +8,8 @@ prompt_masks = model.decode_prompts(features, boxes)   # light: per set of boxes
 import torch
 from torch import nn
 
-from box2mask.config import ModelConfig
 from box2mask.model.backbone import ResNetBackbone
+from box2mask.model.config import ModelConfig
 from box2mask.model.pixel_decoder import FPNPixelDecoder
 from box2mask.model.position import box_position_embedding
 from box2mask.model.transformer_decoder import MLP, MaskedAttentionDecoder

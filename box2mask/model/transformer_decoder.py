@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from box2mask.levelset import box_masks_from_boxes
 from box2mask.model.position import feature_position_embedding
+from box2mask.ops.levelset import box_masks_from_boxes
 
 __all__ = ["MaskedAttentionDecoder", "MLP"]
 

@@ -5,7 +5,7 @@
     masks, scores = predictor.predict(boxes_xyxy)  # (N, H, W) bool, (N,)
 
 Per call, for all N boxes at once: the base masks at image resolution (the embedded level-set
-default's, or the inscribed ellipses), each box's crop on the S x S grid (box2mask/crop_learner.py),
+default's, or the inscribed ellipses), each box's crop on the S x S grid (box2mask/crop/learner.py),
 the network's correction delta there, then at every image pixel inside a box
 
     logit = base_logit * (+1 base object / -1 base background) + delta (bilinear from the grid),
@@ -21,8 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from box2mask.box_ops import validate_boxes
-from box2mask.crop_learner import (
+from box2mask.crop.learner import (
     KIND,
     CropLearnerConfig,
     CropUNet,
@@ -31,8 +30,9 @@ from box2mask.crop_learner import (
     crop_inputs,
     sample_crops,
 )
-from box2mask.geometry import box_windows, paste_windows, window_grid
-from box2mask.levelset import inscribed_ellipses
+from box2mask.ops.box_ops import validate_boxes
+from box2mask.ops.geometry import box_windows, paste_windows, window_grid
+from box2mask.ops.levelset import inscribed_ellipses
 
 __all__ = ["CropLearnerPredictor", "sample_masks"]
 
@@ -75,7 +75,7 @@ class CropLearnerPredictor:
         self.click_radius = click_radius  # radius (grid pixels) of the disc pinned by a click
         self._default = None
         if self.cfg.base == "default":
-            from box2mask.default_segmenter import LevelSetSegmenter
+            from box2mask.levelset.segmenter import LevelSetSegmenter
 
             self._default = LevelSetSegmenter(device=str(self.device))
         self._image = None  # (1, 3, H, W) float in [0, 1]
@@ -84,7 +84,7 @@ class CropLearnerPredictor:
     def from_checkpoint(cls, ckpt, device: str = "cpu", **options) -> "CropLearnerPredictor":
         """A predictor for a `crop-learner` checkpoint: its path, or the dict `load_checkpoint`
         read from it."""
-        from box2mask.checkpoint import CheckpointError, load_checkpoint
+        from box2mask.io.checkpoint import CheckpointError, load_checkpoint
 
         if not isinstance(ckpt, dict):
             ckpt = load_checkpoint(ckpt, map_location="cpu")

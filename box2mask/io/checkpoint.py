@@ -1,10 +1,12 @@
 """Self-describing checkpoints: the model's weights with everything needed to rebuild it.
 
-A checkpoint is a dict saved with torch.save and read with `torch.load(weights_only=True)`:
+The format, `save_checkpoint` and `load_checkpoint` with every check, for any kind of model (the
+Box2Mask-T network is rebuilt by `box2mask.model.checkpoint`). A checkpoint is a dict saved with
+torch.save and read with `torch.load(weights_only=True)`:
     format          "box2mask-checkpoint"
     format_version  FORMAT_VERSION
     model_version   str, the name the annotator records with every proposed mask
-    kind            "box2mask-t" (the full-image network) | "crop-learner" (box2mask/crop_learner.py)
+    kind            "box2mask-t" (the full-image network) | "crop-learner" (box2mask/crop/learner.py)
     model_config    dataclasses.asdict of the model's config (ModelConfig, CropLearnerConfig)
     model_state     the model's state_dict (unwrapped from DDP)
     class_names     list of K foreground class names
@@ -17,15 +19,13 @@ import os
 
 import torch
 
-from box2mask.atomic_write import atomic_write
-from box2mask.config import ModelConfig
+from box2mask.io.atomic_write import atomic_write
 
 __all__ = [
     "FORMAT_VERSION",
     "CheckpointError",
     "save_checkpoint",
     "load_checkpoint",
-    "build_model_from_checkpoint",
 ]
 
 FORMAT = "box2mask-checkpoint"
@@ -56,7 +56,7 @@ def save_checkpoint(
     extra: dict | None = None,
     kind: str = "box2mask-t",
 ) -> None:
-    """Write a checkpoint atomically (`box2mask.atomic_write`).
+    """Write a checkpoint atomically (`box2mask.io.atomic_write`).
 
     model_config: the model's config dataclass; kind: which model it is (see the module docstring).
     """
@@ -111,33 +111,3 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     ckpt.setdefault("kind", "box2mask-t")  # checkpoints written before kinds existed
     ckpt["path"] = path
     return ckpt
-
-
-def model_config_from_checkpoint(ckpt: dict) -> ModelConfig:
-    """The ModelConfig stored in a checkpoint dict (backbone_weights None: the state holds them)."""
-    name = ckpt.get("path", "checkpoint")
-    if ckpt.get("kind", "box2mask-t") != "box2mask-t":
-        raise CheckpointError(f"{name}: a {ckpt['kind']} checkpoint, not a Box2Mask-T model")
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = set(ckpt["model_config"]) - fields
-    if unknown:
-        raise CheckpointError(f"{name}: model_config has unknown fields {sorted(unknown)}")
-    values = dict(ckpt["model_config"])
-    values["backbone_weights"] = None  # the state dict holds every weight
-    for key in ("pixel_mean", "pixel_std"):
-        if key in values:
-            values[key] = tuple(values[key])
-    return ModelConfig(**values)
-
-
-def build_model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
-    """The model stored in a checkpoint dict (from `load_checkpoint`), in eval mode on CPU."""
-    from box2mask.model import build_model
-
-    name = ckpt.get("path", "checkpoint")
-    model = build_model(model_config_from_checkpoint(ckpt))
-    try:
-        model.load_state_dict(ckpt["model_state"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{name}: weights do not fit the stored model_config: {err}") from err
-    return model.eval()

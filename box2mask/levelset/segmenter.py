@@ -20,7 +20,7 @@ Method, for all N boxes of an image at once:
    Pixels outside the box are always background.
 4. Clean-up. Threshold, open/close, fill holes, keep the largest component. A result that covers
    under `min_fill` of its box (no evidence for an object) falls back to the starting ellipse.
-5. Floor (`box2mask.levelset_floor`). From the evidence inside each crop (likelihood gain of the
+5. Floor (`box2mask.levelset.floor`). From the evidence inside each crop (likelihood gain of the
    evolved object over the ellipse, colour separation from the ring, look-alike crowding of the
    ring) a trust weight w in [0, 1]; the level set becomes w * evolved + (1 - w) * ellipse, so a
    box whose colours do not support the evolution keeps its prior.
@@ -39,8 +39,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from box2mask.box_ops import validate_boxes
-from box2mask.geometry import (
+from box2mask.levelset.floor import (
+    blend_phi,
+    crowding,
+    likelihood_gain,
+    quality_score,
+    separation,
+    trust_weight,
+)
+from box2mask.levelset.guided_filter import guided_filter
+from box2mask.levelset.region_competition import box_prior, evolve_region_competition, side_weights
+from box2mask.ops.box_ops import validate_boxes
+from box2mask.ops.geometry import (
     box_windows,
     click_discs,
     gather_grid,
@@ -49,18 +59,8 @@ from box2mask.geometry import (
     paste_windows,
     window_grid,
 )
-from box2mask.guided_filter import guided_filter
-from box2mask.levelset import box_masks_from_boxes, inscribed_ellipses
-from box2mask.levelset_floor import (
-    blend_phi,
-    crowding,
-    likelihood_gain,
-    quality_score,
-    separation,
-    trust_weight,
-)
-from box2mask.mask_morphology import dilate, fill_holes, largest_component, open_close
-from box2mask.region_competition import box_prior, evolve_region_competition, side_weights
+from box2mask.ops.levelset import box_masks_from_boxes, inscribed_ellipses
+from box2mask.ops.mask_morphology import dilate, fill_holes, largest_component, open_close
 
 __all__ = [
     "LevelSetConfig",
@@ -297,7 +297,7 @@ class LevelSetSegmenter:
 
     @staticmethod
     def _trust(evolved, prior, bin_index, box_masks, ring, cfg):
-        """(N,) trust weight of the evolved masks (N, S, S) over the prior (`levelset_floor`)."""
+        """(N,) trust weight of the evolved masks (N, S, S) over the prior (`floor`)."""
         num_bins, floor = cfg.bins**3, cfg.hist_floor
         prior = prior & box_masks
         gain = likelihood_gain(evolved, prior, bin_index, box_masks, ring, num_bins, floor)

@@ -12,7 +12,7 @@ For N boxes of one image at once:
    `base="ellipse"`.
 3. Output: logits = base_logit * base + delta, -outside_logit outside the box. The last layer
    that produces delta starts at zero, so an untrained learner returns its base mask exactly.
-   At full resolution (box2mask/crop_predictor.py) delta is upsampled and added to the base mask
+   At full resolution (box2mask/crop/predictor.py) delta is upsampled and added to the base mask
    taken at image pixels, so with delta = 0 the served masks are the base's to the pixel.
 """
 
@@ -23,8 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from box2mask.geometry import grow_boxes
-from box2mask.levelset import box_masks_from_boxes, inscribed_ellipses
+from box2mask.ops.geometry import grow_boxes
+from box2mask.ops.levelset import box_masks_from_boxes, inscribed_ellipses
 
 __all__ = [
     "CropLearnerConfig",
@@ -53,7 +53,7 @@ class CropLearnerConfig:
 def crop_geometry(boxes: torch.Tensor, cfg: CropLearnerConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Each box's crop (N, 4) XYXY image pixels (the box grown by its margin) and the box in its
     crop's S x S grid pixels (N, 4) XYXY, for boxes (N, 4) XYXY image pixels
-    (box2mask.geometry.grow_boxes with the config's margins and crop size)."""
+    (box2mask.ops.geometry.grow_boxes with the config's margins and crop size)."""
     return grow_boxes(boxes, cfg.margin_frac, cfg.margin_px, cfg.crop_size)
 
 

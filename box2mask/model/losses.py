@@ -18,12 +18,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from box2mask.config import MASK_STRIDE, LossConfig, ModelConfig
-from box2mask.feature_smoothing import bilateral_smooth
-from box2mask.lcm import lcm_affinity, lcm_loss
-from box2mask.levelset import box_masks_from_boxes, chan_vese_energy
-from box2mask.matcher import HungarianMatcher
-from box2mask.projection import projection_dice_loss
+from box2mask.model.config import MASK_STRIDE, LossConfig, ModelConfig
+from box2mask.model.matcher import HungarianMatcher
+from box2mask.ops.feature_smoothing import bilateral_smooth
+from box2mask.ops.lcm import lcm_affinity, lcm_loss
+from box2mask.ops.levelset import box_masks_from_boxes, chan_vese_energy
+from box2mask.ops.projection import projection_dice_loss
 
 __all__ = ["Box2MaskCriterion", "build_weight_dict", "sample_prompts", "MASK_STRIDE"]
 

@@ -6,15 +6,15 @@
 
 Each box's mask logits are sampled on an S x S crop covering exactly the box (boxes under S px are
 upsampled), optionally refined there by K steps of level-set evolution on the full-resolution
-image and the deep features (the energy of box2mask/levelset.py), thresholded, and pasted back at the original image
-size, never outside the box. Where the model finds almost nothing in a box (less than `min_fill`
+image and the deep features (the energy of box2mask/ops/levelset.py), thresholded, and pasted back
+at the original image size, never outside the box. Where the model finds almost nothing in a box (less than `min_fill`
 of it), the filled box is returned with score 0: a box tool never does worse than the box.
 
 Throughput (README "Scale"): `encode_states(images)` encodes several images,
 those of the same network size in one forward pass (on CUDA; see `batch_encode`); all boxes of
 an image are decoded in one batch and refined in one batch on the predictor's device. Options
 `amp` ("bf16" / "fp16" autocast of the network on CUDA), `channels_last` and `compile`
-(torch.compile of the image encoder) are off by default (box2mask/fast_inference.py).
+(torch.compile of the image encoder) are off by default (box2mask/model/fast_inference.py).
 """
 
 import numpy as np
@@ -22,11 +22,12 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
-from box2mask.box_ops import validate_boxes
-from box2mask.checkpoint import build_model_from_checkpoint, load_checkpoint
-from box2mask.config import MASK_STRIDE
-from box2mask.fast_inference import amp_dtype, autocast, image_encoder
-from box2mask.geometry import (
+from box2mask.io.checkpoint import load_checkpoint
+from box2mask.model.checkpoint import build_model_from_checkpoint
+from box2mask.model.config import MASK_STRIDE
+from box2mask.model.fast_inference import amp_dtype, autocast, image_encoder
+from box2mask.ops.box_ops import validate_boxes
+from box2mask.ops.geometry import (
     box_windows,
     click_discs,
     grid_coords,
@@ -35,8 +36,8 @@ from box2mask.geometry import (
     tight_boxes,
     window_grid,
 )
-from box2mask.levelset import chan_vese_energy, evolve, inscribed_ellipses
-from box2mask.mask_morphology import gaussian_blur
+from box2mask.ops.levelset import chan_vese_energy, evolve, inscribed_ellipses
+from box2mask.ops.mask_morphology import gaussian_blur
 
 __all__ = ["Box2MaskPredictor"]
 
@@ -116,15 +117,15 @@ class Box2MaskPredictor:
         self.region_refine = region_refine
         self._region = None
         if region_refine:
-            from box2mask.default_segmenter import LevelSetSegmenter
+            from box2mask.levelset.segmenter import LevelSetSegmenter
 
             self._region = LevelSetSegmenter(device=str(self.device))
         self._features = None
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "cpu", **options) -> "Box2MaskPredictor":
-        """A predictor for a checkpoint written by `box2mask.checkpoint.save_checkpoint` (its path,
-        or the dict `load_checkpoint` read from it)."""
+        """A predictor for a checkpoint written by `box2mask.io.checkpoint.save_checkpoint` (its
+        path, or the dict `load_checkpoint` read from it)."""
         ckpt = path if isinstance(path, dict) else load_checkpoint(path, map_location="cpu")
         model = build_model_from_checkpoint(ckpt)
         options = {**serving_options(ckpt.get("config") or {}), **options}

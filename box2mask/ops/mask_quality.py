@@ -27,8 +27,8 @@ import math
 import numpy as np
 import torch
 
-from box2mask.geometry import gather_grid, nearest_pixels
-from box2mask.mask_morphology import fill_holes, largest_component
+from box2mask.ops.geometry import gather_grid, nearest_pixels
+from box2mask.ops.mask_morphology import fill_holes, largest_component
 
 __all__ = [
     "GRID_SIZE",

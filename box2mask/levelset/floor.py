@@ -1,6 +1,6 @@
 """Colour histograms on box crops, and the floor that decides how far to trust an evolved mask.
 
-Frames and shapes: N boxes, each sampled on an S x S grid (`default_segmenter`):
+Frames and shapes: N boxes, each sampled on an S x S grid (`segmenter`):
     bin_index  (N, S, S) long   colour bin of every grid pixel
     box_masks  (N, S, S) bool   the box on its grid
     ring       (N, S, S) bool   the margin around the box that lies on the image (background sample)
@@ -23,7 +23,7 @@ w * phi_evolved + (1 - w) * phi_prior (`blend_phi`), so w = 0 keeps the prior ex
 
 import torch
 
-from box2mask.mask_morphology import gaussian_blur
+from box2mask.ops.mask_morphology import gaussian_blur
 
 __all__ = [
     "histograms",

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from box2mask.atomic_write import atomic_write
+from box2mask.io.atomic_write import atomic_write
 
 __all__ = ["EmbeddingCache", "image_key"]
 

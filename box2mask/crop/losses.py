@@ -1,4 +1,4 @@
-"""Training losses of the crop learner, on each box's S x S crop (box2mask/crop_learner.py).
+"""Training losses of the crop learner, on each box's S x S crop (box2mask/crop/learner.py).
 
     loss_proj       box projection dice: the mask's row / column maxima against the box's
     loss_lcm        local consistency: L1 between the affinity-propagated and the raw mask in the box
@@ -16,10 +16,10 @@ one weight dict (total = sum(weight[k] * loss[k]), `total_loss`). The first five
 import torch
 import torch.nn.functional as F
 
-from box2mask.lab import rgb_to_lab
-from box2mask.lcm import lcm_affinity, lcm_loss, neighbours
-from box2mask.levelset import box_masks_from_boxes, chan_vese_energy
-from box2mask.projection import dice_loss, projection_dice_loss
+from box2mask.ops.lab import rgb_to_lab
+from box2mask.ops.lcm import lcm_affinity, lcm_loss, neighbours
+from box2mask.ops.levelset import box_masks_from_boxes, chan_vese_energy
+from box2mask.ops.projection import dice_loss, projection_dice_loss
 
 __all__ = ["crop_affinity", "colour_edges", "pairwise_loss", "crop_losses", "total_loss"]
 
@@ -30,7 +30,7 @@ PAIR_DILATION, PAIR_THETA, PAIR_THRESHOLD = 2, 2.0, 0.3  # BoxInst's pairwise te
 def colour_edges(rgb: torch.Tensor, box: torch.Tensor) -> torch.Tensor:
     """Which neighbour pairs have similar colours, (N, 8, S, S) float in {0, 1}.
 
-    Pixel x and its neighbour y (box2mask.lcm offset k at PAIR_DILATION) form an edge when
+    Pixel x and its neighbour y (box2mask.ops.lcm offset k at PAIR_DILATION) form an edge when
     exp(-|Lab(x) - Lab(y)| / PAIR_THETA) >= PAIR_THRESHOLD (Lab in OpenCV 8-bit units: a
     difference of about 2.4 units or less) and both lie in the box (N, S, S).
     """

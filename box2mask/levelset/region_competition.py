@@ -1,6 +1,6 @@
 """Region competition on box crops: the starting shape, corner weights and the evolution.
 
-The pieces of the embedded default's level set (`box2mask.default_segmenter`, whose
+The pieces of the embedded default's level set (`box2mask.levelset.segmenter`, whose
 `LevelSetConfig` supplies `cfg`), for N boxes sampled on a common S x S grid:
     grid_boxes (N, 4)       the boxes in grid coordinates, XYXY
     phi        (N, S, S)    the level set; the object is {phi > 0}
@@ -9,8 +9,8 @@ The pieces of the embedded default's level set (`box2mask.default_segmenter`, wh
 
 import torch
 
-from box2mask.levelset import box_masks_from_boxes
-from box2mask.levelset_floor import bin_counts, box_norm, normalise_counts, smooth_in_box
+from box2mask.levelset.floor import bin_counts, box_norm, normalise_counts, smooth_in_box
+from box2mask.ops.levelset import box_masks_from_boxes
 
 __all__ = ["side_weights", "box_prior", "evolve_region_competition"]
 

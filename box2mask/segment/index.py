@@ -1,8 +1,8 @@
 """An on-disk index of a COCO instances file, so any number of images is processed in flat memory.
 
 A COCO file lists annotations in any order and may be larger than memory, while segmenting needs
-each image's annotations together. `build_index` streams the file once (`coco_stream`) into SQLite
-(records checked and linked by `coco_records`);
+each image's annotations together. `build_index` streams the file once (`box2mask.io.coco_stream`)
+into SQLite (records checked and linked by `records`);
 afterwards images are visited one at a time (`iter_pending_images`), finished images are appended
 to per-process part files (`PartWriter`, one JSON line per image, safe against SIGKILL), and
 `write_coco` writes the output in the input's order: every top-level entry and every record kept,
@@ -25,11 +25,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from box2mask.atomic_write import atomic_path
-from box2mask.coco_records import check_ids_and_categories, fill_index, link_annotations
-from box2mask.coco_stream import CocoFormatError, loaded_entries, stream_entries
-from box2mask.rle import rle_to_bbox_xywh
-from box2mask.shards import snake_rank
+from box2mask.io.atomic_write import atomic_path
+from box2mask.io.coco_stream import CocoFormatError, loaded_entries, stream_entries
+from box2mask.io.rle import rle_to_bbox_xywh
+from box2mask.segment.records import check_ids_and_categories, fill_index, link_annotations
+from box2mask.segment.shards import snake_rank
 
 __all__ = [
     "CocoFormatError",

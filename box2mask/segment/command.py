@@ -4,7 +4,7 @@
                      [--refine-existing] [--batch-images N] [--amp off|bf16|fp16] [--channels-last]
                      [--compile]
 
-The run itself (index, shards, merge, resume) is `box2mask/segment.py`; its output format is a
+The run itself (index, shards, merge, resume) is `box2mask/segment/run.py`; its output format is a
 contract (README "Segment boxes from the shell") that none of the speed options changes.
 """
 
@@ -13,10 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-from box2mask.fast_inference import AMP_CHOICES, amp_dtype
-from box2mask.image_io import DEFAULT_MAX_PIXELS
-from box2mask.segment import SegmentError, _say, segment_coco
-from box2mask.shards import (
+from box2mask.io.image_io import DEFAULT_MAX_PIXELS
+from box2mask.model.fast_inference import AMP_CHOICES, amp_dtype
+from box2mask.segment.errors import SegmentError, say
+from box2mask.segment.run import segment_coco
+from box2mask.segment.shards import (
     DIST_TIMEOUT,
     Ranks,
     rank_device,
@@ -180,7 +181,7 @@ def run(args) -> int:
         stop_process_group()
     if rank == 0:
         if failed:
-            _say(f"{failed} annotations failed (see box2mask_error in {args.out})")
+            say(f"{failed} annotations failed (see box2mask_error in {args.out})")
         print(f"box2mask segment: wrote {args.out}", file=sys.stderr)
     return 1 if failed else 0
 

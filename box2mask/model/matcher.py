@@ -7,8 +7,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from box2mask.config import MASK_STRIDE
-from box2mask.projection import projection_dice_cost
+from box2mask.model.config import MASK_STRIDE
+from box2mask.ops.projection import projection_dice_cost
 
 __all__ = ["HungarianMatcher"]
 

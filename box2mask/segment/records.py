@@ -1,4 +1,4 @@
-"""The records of a COCO instances file, checked and linked inside the index (box2mask/coco_index.py).
+"""The records of a COCO instances file, checked and linked inside the index (segment/index.py).
 
 `fill_index` stores every streamed entry with the problem found in it (a record that is not an
 object, lacks a field, has a size that is not a positive integer); `link_annotations` attaches
@@ -12,7 +12,7 @@ import math
 import sqlite3
 from collections.abc import Iterator
 
-from box2mask.coco_stream import ARRAYS, CocoFormatError
+from box2mask.io.coco_stream import ARRAYS, CocoFormatError
 
 __all__ = ["fill_index", "link_annotations", "check_ids_and_categories"]
 
@@ -40,8 +40,8 @@ def _check_image(record, idx: int) -> str | None:
 
 
 def fill_index(conn: sqlite3.Connection, entries: Iterator[tuple]) -> None:
-    """Insert the streamed entries (`coco_stream`: ("top" | "array" | "images" | "annotations",
-    key, value)) into the index tables, each record with its problem (or NULL). Raises
+    """Insert the streamed entries (`box2mask.io.coco_stream`: ("top" | "array" | "images" |
+    "annotations", key, value)) into the index tables, each record with its problem (or NULL). Raises
     CocoFormatError when `images`, `annotations` or `categories` is missing."""
     pos = n_images = n_anns = 0
     seen_arrays = set()

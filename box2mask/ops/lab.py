@@ -2,8 +2,8 @@
 
 OpenCV's 8-bit Lab scales L from [0, 100] to [0, 255] and offsets a and b by 128, so a unit is
 about one step of an 8-bit channel. The level-set default bins these units
-(box2mask/region_competition.py, through OpenCV); losses that compare colours of pixel pairs read
-the same units from this function, differentiably and on any device.
+(box2mask/levelset/region_competition.py, through OpenCV); losses that compare colours of pixel
+pairs read the same units from this function, differentiably and on any device.
 """
 
 import torch
