@@ -131,7 +131,7 @@ def run(args) -> int:
     from box2mask import build_predictor
 
     if args.fiftyone:
-        from annotator.fiftyone_store import open_for_annotation
+        from annotator.fiftyone.store import open_for_annotation
 
         store, images_dir, dataset_classes = open_for_annotation(args.fiftyone, args.label_field)
         classes = classes or list(dataset_classes) or ["object"]

@@ -91,7 +91,7 @@ def _open_store(args):
         if not args.images:
             raise SystemExit("--images DIR is required with --store")
         return SQLiteStore(args.store, args.images), Path(args.images)
-    from annotator.fiftyone_store import FiftyOneStore
+    from annotator.fiftyone.store import FiftyOneStore
 
     return FiftyOneStore(args.fiftyone), Path("/")
 
@@ -108,7 +108,7 @@ def _open_store(args):
         if not args.images:
             raise UsageError("--images DIR is required with --store")
         return SQLiteStore(args.store, args.images), Path(args.images)
-    from annotator.fiftyone_store import FiftyOneStore
+    from annotator.fiftyone.store import FiftyOneStore
 
     return FiftyOneStore(args.fiftyone), Path("/")
 

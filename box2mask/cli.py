@@ -24,7 +24,7 @@ SUBCOMMANDS = {
     "train": ("train.train_cmd", "train a Box2Mask model from boxes (COCO format)"),
     "eval": ("train.eval_cmd", "evaluate a model: mask AP and box-prompt mIoU"),
     "annotate": ("annotator.annotate_cmd", "open the browser annotator on a folder of images"),
-    "fiftyone": ("annotator.fiftyone_cmd", "apply box2mask to a FiftyOne dataset"),
+    "fiftyone": ("annotator.fiftyone.command", "apply box2mask to a FiftyOne dataset"),
     "retrain": ("annotator.retrain_cmd", "retrain from verified labels, evaluate, promote"),
     "models": ("train.models_cmd", "list model versions in the registry, roll back"),
 }

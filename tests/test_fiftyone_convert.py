@@ -6,7 +6,7 @@ Pure NumPy: no FiftyOne database needed.
 import numpy as np
 import pytest
 
-from annotator.fiftyone_convert import (
+from annotator.fiftyone.convert import (
     bbox_to_xyxy,
     crop_mask,
     crop_to_rle,
@@ -111,7 +111,7 @@ def test_paste_resizes_a_mismatched_crop_with_nearest_neighbour():
 
 
 def test_tight_bbox_is_the_masks_pixel_window():
-    from annotator.fiftyone_convert import tight_bbox
+    from annotator.fiftyone.convert import tight_bbox
 
     mask = np.zeros((40, 50), dtype=bool)
     mask[5:9, 7:20] = True

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotator.fiftyone_convert import paste_mask, pixel_window
+from annotator.fiftyone.convert import paste_mask, pixel_window
 from annotator.store import Label, SQLiteStore
 from box2mask.io.rle import decode_rle, encode_rle
 from box2mask.ops.metrics import mask_iou
@@ -85,7 +85,7 @@ def _gt_dataset(fo, root, scenes):
 @pytest.fixture(scope="module")
 def applied(env):
     """The ground-truth dataset after apply_model with the embedded default (run once)."""
-    from annotator.fiftyone_model import Box2MaskFiftyOneModel
+    from annotator.fiftyone.model import Box2MaskFiftyOneModel
 
     fo, root, scenes = env
     dataset = _gt_dataset(fo, root, scenes)
@@ -147,7 +147,7 @@ def _store_label(image, box=(6.0, 8.0, 34.0, 32.0), **kw):
 def test_store_keys_errors_and_other_fields(env):
     """FiftyOne specifics (the LabelStore contract itself is tests/test_store_contract.py):
     keys are absolute filepaths, errors name the field and dataset, other fields stay."""
-    from annotator.fiftyone_store import FiftyOneStore
+    from annotator.fiftyone.store import FiftyOneStore
 
     fo, root, scenes = env
     dataset = _gt_dataset(fo, root, scenes)
@@ -168,7 +168,7 @@ def test_store_keys_errors_and_other_fields(env):
 
 
 def test_review_tags_from_the_app_read_back_as_verified(env):
-    from annotator.fiftyone_store import FiftyOneStore
+    from annotator.fiftyone.store import FiftyOneStore
 
     fo, root, scenes = env
     dataset = _gt_dataset(fo, root, scenes)
@@ -196,7 +196,7 @@ def test_review_tags_from_the_app_read_back_as_verified(env):
 
 
 def test_evaluate_writes_per_sample_iou_that_matches_fiftyone(env, applied):
-    from annotator.fiftyone_apply import evaluate_masks
+    from annotator.fiftyone.apply import evaluate_masks
 
     fo, _, _ = env
     dataset, _, _ = applied
@@ -242,8 +242,8 @@ def test_cli_evaluate_reports_and_names_missing_masks(env, applied, capsys):
 
 
 def test_sqlite_fiftyone_coco_round_trips_are_lossless(env, tmp_path):
-    from annotator.fiftyone_store import FiftyOneStore
-    from annotator.fiftyone_transfer import copy_labels
+    from annotator.fiftyone.store import FiftyOneStore
+    from annotator.fiftyone.transfer import copy_labels
 
     fo, root, scenes = env
     src = SQLiteStore(tmp_path / "src.sqlite", root)
@@ -331,7 +331,7 @@ def test_cli_apply_is_resumable_and_never_writes_the_boxes_field(env, capsys):
 
 def test_annotator_session_on_the_fiftyone_store_writes_back_to_the_dataset(env, applied):
     """`box2mask annotate --fiftyone NAME`'s path: the annotation session over the FiftyOne store."""
-    from annotator.fiftyone_store import open_for_annotation
+    from annotator.fiftyone.store import open_for_annotation
     from annotator.session import AnnotationSession, PredictorService
 
     fo, root, _ = env
@@ -359,7 +359,7 @@ def test_plugin_operator_segments_the_current_view(env, monkeypatch):
     import fiftyone.operators as foo
 
     fo, root, scenes = env
-    plugin_dir = Path(__file__).resolve().parents[1] / "annotator" / "fiftyone_plugin"
+    plugin_dir = Path(__file__).resolve().parents[1] / "annotator" / "fiftyone" / "plugin"
     monkeypatch.setattr(fo.config, "plugins_dir", str(plugin_dir))
     dataset = _gt_dataset(fo, root, scenes)
     try:

@@ -80,7 +80,7 @@ def _labels(dataset, field):
 
 
 def _shard_ids(dataset, out_field, rank, world_size):
-    from annotator.fiftyone_shards import read_chunks, write_shard
+    from annotator.fiftyone.shards import read_chunks, write_shard
 
     with tempfile.TemporaryFile("w+") as f:
         write_shard(dataset, f, boxes_field="ground_truth", out_field=out_field, rank=rank,

@@ -4,7 +4,8 @@ inside box2mask, sub-packages that import only the ones below them (BOX2MASK_LAY
 No module may import from a layer above its own; the CLI in box2mask names the subcommand modules
 of every layer as strings and imports one only when it runs. Neither box2mask nor train imports an
 optional dependency (gradio, fiftyone), so `segment`, `train`, `eval` and `models` run without them.
-Benchmarks (bench/) may import anything; no package imports them.
+The FiftyOne integration (annotator/fiftyone/) is imported by the rest of annotator only when a
+FiftyOne dataset is opened. Benchmarks (bench/) may import anything; no package imports them.
 """
 
 import ast
@@ -23,7 +24,10 @@ FORBIDDEN = {
     "box2mask": ("train", "annotator", "bench", *OPTIONAL),
     "train": ("annotator", "bench", *OPTIONAL),
     "annotator": ("bench",),
+    "annotator/fiftyone": ("bench", "gradio", "gradio_image_annotation"),  # not the Gradio app
 }
+# imported by the rest of annotator only inside functions, so `annotate` runs without fiftyone
+FIFTYONE_ONLY = ("fiftyone", "bson", "annotator.fiftyone")
 
 # sub-package of box2mask -> the parts of box2mask it may import besides itself ("box2mask": the
 # top-level facade, build_predictor in box2mask/__init__.py)
@@ -55,6 +59,22 @@ def _imports(path: Path):
             for alias in node.names:
                 full = f"{node.module}.{alias.name}"
                 yield node.lineno, full if _module_exists(full) else node.module
+
+
+def _module_level_imports(path: Path):
+    """(line, module) for the imports that run when the module is imported (not in a function)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    todo = list(tree.body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.lineno, node.module
+        else:
+            todo.extend(ast.iter_child_nodes(node))
 
 
 def _box2mask_part(module: str) -> str:
@@ -91,6 +111,17 @@ def test_box2mask_sub_packages_import_only_the_layers_below(sub):
         and _box2mask_part(name) not in BOX2MASK_LAYERS[sub] | {sub}
     ]
     assert not bad, f"box2mask.{sub} may import {sorted(BOX2MASK_LAYERS[sub])}:\n" + "\n".join(bad)
+
+
+def test_annotator_opens_fiftyone_only_when_asked():
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {name} when imported"
+        for path in _py_files("annotator")
+        if ROOT / "annotator" / "fiftyone" not in path.parents
+        for line, name in _module_level_imports(path)
+        if any(name == top or name.startswith(top + ".") for top in FIFTYONE_ONLY)
+    ]
+    assert not bad, "\n".join(bad)
 
 
 def _in_a_layer(path: Path) -> bool:

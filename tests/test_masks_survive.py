@@ -151,8 +151,8 @@ def fo():
 
 
 def test_fiftyone_store_round_trip(fo, store, tmp_path):
-    from annotator.fiftyone_store import FiftyOneStore
-    from annotator.fiftyone_transfer import copy_labels
+    from annotator.fiftyone.store import FiftyOneStore
+    from annotator.fiftyone.transfer import copy_labels
 
     dataset = fo.Dataset()
     try:

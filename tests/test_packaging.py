@@ -59,5 +59,5 @@ def test_the_wheel_holds_the_configs_and_the_plugin(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     configs = {p.name for p in (ROOT / "configs").glob("*.yaml")}
     assert {f"train/configs/{n}" for n in configs} <= names
-    assert "annotator/fiftyone_plugin/fiftyone.yml" in names
+    assert "annotator/fiftyone/plugin/fiftyone.yml" in names
     assert "box2mask/cli.py" in names and "box2mask/labels/store.py" in names

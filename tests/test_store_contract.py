@@ -69,7 +69,7 @@ def backend(request, tmp_path):
         backend.other.close()
         return
     fo = request.getfixturevalue("fiftyone_module")
-    from annotator.fiftyone_store import FiftyOneStore
+    from annotator.fiftyone.store import FiftyOneStore
 
     dataset = fo.Dataset()
     dataset.add_samples([fo.Sample(filepath=str(root / n)) for n in ("a.png", "sub/b.png")])
@@ -79,7 +79,7 @@ def backend(request, tmp_path):
             store=FiftyOneStore(dataset, label_field="labels"),
             other=FiftyOneStore(dataset.name, label_field="labels"),
             images=sorted(dataset.values("filepath")),
-            open_code="from annotator.fiftyone_store import FiftyOneStore\n"
+            open_code="from annotator.fiftyone.store import FiftyOneStore\n"
             f"store = FiftyOneStore({dataset.name!r}, label_field='labels')",
         )
     finally:

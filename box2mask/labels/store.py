@@ -3,7 +3,7 @@
 Every label records its box, mask (COCO RLE), class, source, the model version that proposed it,
 a verified flag and a revision. Writes carry the revision they were based on; a write based on an
 older revision (another tab or process changed the label since) raises StaleWriteError instead of
-overwriting. The FiftyOne backend (annotator.fiftyone_store) implements the same Protocol.
+overwriting. The FiftyOne backend (annotator.fiftyone.store) implements the same Protocol.
 """
 
 import errno

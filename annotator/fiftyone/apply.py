@@ -3,7 +3,7 @@
 `apply_masks` runs `apply_model` on the samples whose output field is still empty, `chunk_size`
 samples per call (FiftyOne saves each sample as it goes), so a rerun after an interruption skips
 the finished ones and memory stays flat. Under torchrun every process segments its own share of
-the pending samples (`fiftyone_shards`) and writes them itself: each sample is one MongoDB
+the pending samples (`shards`) and writes them itself: each sample is one MongoDB
 document updated in one operation (atomic), and processes write disjoint samples, so concurrent
 writers are safe; only rank 0 changes the dataset itself (it creates the output field before and
 declares the new label attributes after). `evaluate_masks` runs FiftyOne's
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import fiftyone as fo
 import numpy as np
 
-from annotator.fiftyone_convert import paste_mask
-from annotator.fiftyone_shards import CHUNK_SAMPLES, pending, read_chunks, write_shard
+from annotator.fiftyone.convert import paste_mask
+from annotator.fiftyone.shards import CHUNK_SAMPLES, pending, read_chunks, write_shard
 from box2mask.ops.metrics import mask_iou
 from box2mask.segment.shards import Ranks, agreed, all_gather
 

@@ -1,8 +1,9 @@
 """FiftyOne plugin: the operator "Segment boxes with Box2Mask" on the App's current view.
 
-Install: point FiftyOne at this folder (`export FIFTYONE_PLUGINS_DIR=/path/to/annotator/fiftyone_plugin`)
-or link it into your plugins folder; then press "`" in the App and search "Segment boxes".
-It runs `annotator.fiftyone_apply.apply_masks` (resumable: samples already done are skipped).
+Install: point FiftyOne at this folder
+(`export FIFTYONE_PLUGINS_DIR=/path/to/annotator/fiftyone/plugin`) or link it into your plugins
+folder; then press "`" in the App and search "Segment boxes".
+It runs `annotator.fiftyone.apply.apply_masks` (resumable: samples already done are skipped).
 """
 
 import fiftyone.operators as foo
@@ -71,8 +72,8 @@ class SegmentBoxes(foo.Operator):
         return types.Property(inputs, view=types.View(label="Segment boxes with Box2Mask"))
 
     def execute(self, ctx):
-        from annotator.fiftyone_apply import apply_masks
-        from annotator.fiftyone_model import Box2MaskFiftyOneModel
+        from annotator.fiftyone.apply import apply_masks
+        from annotator.fiftyone.model import Box2MaskFiftyOneModel
 
         model = Box2MaskFiftyOneModel(
             checkpoint=ctx.params.get("checkpoint") or None,

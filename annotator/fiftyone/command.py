@@ -18,7 +18,7 @@ from datetime import timedelta
 from box2mask.segment.shards import DIST_TIMEOUT
 
 CHUNK_SAMPLES = (
-    32  # default --chunk-size (annotator.fiftyone_apply.CHUNK_SAMPLES, without fiftyone)
+    32  # default --chunk-size (annotator.fiftyone.apply.CHUNK_SAMPLES, without fiftyone)
 )
 
 HELP = {
@@ -130,10 +130,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _plugin() -> int:
-    """The plugin ships inside the package (annotator/fiftyone_plugin), also in a wheel."""
+    """The plugin ships inside the package (annotator/fiftyone/plugin), also in a wheel."""
     from importlib.resources import files
 
-    folder = files("annotator.fiftyone_plugin")
+    folder = files("annotator.fiftyone.plugin")
     print(folder)
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.is_file() and not entry.name.endswith(".pyc"):
@@ -176,8 +176,8 @@ def _apply(args) -> int:
 
 
 def _apply_rank(args, ranks) -> int:
-    from annotator.fiftyone_apply import apply_masks
-    from annotator.fiftyone_model import Box2MaskFiftyOneModel
+    from annotator.fiftyone.apply import apply_masks
+    from annotator.fiftyone.model import Box2MaskFiftyOneModel
     from box2mask.segment.shards import agreed, rank_device
 
     # rank 0 first: it may start FiftyOne's database, which the other processes then share
@@ -209,7 +209,7 @@ def _apply_rank(args, ranks) -> int:
 
 
 def _evaluate(args) -> int:
-    from annotator.fiftyone_apply import evaluate_masks
+    from annotator.fiftyone.apply import evaluate_masks
 
     dataset = _load(args.dataset)
     summary = evaluate_masks(dataset, pred_field=args.pred, gt_field=args.gt, key=args.eval_key)
@@ -244,7 +244,7 @@ def _app(args) -> int:
 
 
 def _transfer(args) -> int:
-    from annotator.fiftyone_transfer import coco_to_fiftyone, copy_labels, fiftyone_to_coco
+    from annotator.fiftyone.transfer import coco_to_fiftyone, copy_labels, fiftyone_to_coco
 
     importing = args.fiftyone_command == "import"
     fo_store = _fiftyone_store(args.dataset, args.field, create=importing)
@@ -281,7 +281,7 @@ def _transfer(args) -> int:
 def _fiftyone_store(name: str, field: str, create: bool):
     import fiftyone as fo
 
-    from annotator.fiftyone_store import FiftyOneStore
+    from annotator.fiftyone.store import FiftyOneStore
 
     if create and not fo.dataset_exists(name):
         dataset = fo.Dataset(name, persistent=True)

@@ -1,7 +1,7 @@
 """A FiftyOne model that turns the boxes of a prompt field into masks, like FiftyOne's SAM models.
 
     import fiftyone as fo
-    from annotator.fiftyone_model import Box2MaskFiftyOneModel
+    from annotator.fiftyone.model import Box2MaskFiftyOneModel
 
     model = Box2MaskFiftyOneModel(checkpoint=None, device="cpu")    # None: the embedded default
     dataset.apply_model(model, label_field="box2mask", prompt_field="ground_truth")
@@ -19,7 +19,7 @@ import fiftyone as fo
 import fiftyone.core.models as fom
 import numpy as np
 
-from annotator.fiftyone_convert import crop_mask, pixel_window, tight_bbox, window_to_bbox
+from annotator.fiftyone.convert import crop_mask, pixel_window, tight_bbox, window_to_bbox
 from box2mask.io.image_io import to_rgb_uint8
 from box2mask.ops.mask_quality import quality_features, quality_score
 

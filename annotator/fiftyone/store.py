@@ -3,7 +3,7 @@
 Mapping of a store `Label` onto a `fo.Detection` of `label_field` (default "box2mask"):
 
     image          the sample's filepath
-    box_xyxy       bounding_box (relative XYWH; see annotator.fiftyone_convert)
+    box_xyxy       bounding_box (relative XYWH; see annotator.fiftyone.convert)
     class_name     label
     mask_rle       mask, cropped to the box's pixel window (full-size RLE in the store API)
     score          confidence
@@ -32,7 +32,7 @@ from pathlib import Path
 import fiftyone as fo
 from bson import ObjectId
 
-from annotator.fiftyone_convert import (
+from annotator.fiftyone.convert import (
     bbox_to_xyxy,
     crop_to_rle,
     dropped_pixels,
