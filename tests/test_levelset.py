@@ -105,3 +105,34 @@ def test_evolution_recovers_synthetic_object_from_loose_box():
     assert (iou > 0.95).all(), iou
     # nothing outside a box
     assert not (pred & (box_masks == 0)).any()
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-7, 1e-6])
+def test_a_flat_crop_does_not_move_on_rounding_noise(noise):
+    """On a uniform image the energy is flat: the evolution must leave the start as it is, even
+    when the features carry rounding-level noise (what another thread count or SIMD path gives).
+    Normalising each step by the largest gradient would otherwise turn that noise into full
+    steps (325 pixels flipped at 1e-7 before the floor)."""
+    torch.manual_seed(0)
+    size = 64
+    boxes = torch.tensor([[4.0, 4.0, 60.0, 60.0]])
+    box_masks = box_masks_from_boxes(boxes, size, size)
+    start = 0.25 + 0.5 * inscribed_ellipses(boxes, size, size)  # 0.25 / 0.75, margin 0.25
+    features = torch.full((3, size, size), 0.5) + noise * torch.randn(3, size, size)
+    out = evolve(start, features, box_masks, steps=5, step_size=0.5)
+    assert torch.equal(out > 0.5, (start * box_masks) > 0.5)
+
+
+def test_a_real_contrast_still_moves_the_level_set():
+    """The noise floor does not stop a faint but real contrast (2.5 of 255 levels)."""
+    size = 64
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    square = ((yy >= 16) & (yy < 48) & (xx >= 16) & (xx < 48)).float()
+    features = (0.5 + 0.01 * square)[None]
+    boxes = torch.tensor([[8.0, 8.0, 56.0, 56.0]])
+    box_masks = box_masks_from_boxes(boxes, size, size)
+    start = inscribed_ellipses(boxes, size, size)
+    out = evolve(start, features, box_masks, steps=40, step_size=1.0)
+    pred = out > 0.5
+    iou = (pred & (square > 0)).sum() / (pred | (square > 0)).sum()
+    assert iou > 0.9, iou
