@@ -127,7 +127,7 @@ def run(args) -> int:
     cleaner = TempCleaner(own_temp_folder())  # before Gradio is imported: it reads the variable
 
     from annotator.app import SHORTCUTS_JS, build_app
-    from annotator.session import PredictorService
+    from annotator.predictor_service import PredictorService
     from box2mask import build_predictor
 
     if args.fiftyone:

@@ -16,8 +16,9 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from annotator.export import export_coco, import_coco
+from annotator.image_queue import FILTERS
 from annotator.overlay import CLASS_COLORS
-from annotator.session import FILTERS, AnnotationSession
+from annotator.session import AnnotationSession
 from annotator.store import StaleWriteError
 from annotator.yolo_export import export_yolo
 from box2mask.io.image_io import ImageLoadError

@@ -5,7 +5,7 @@ import numpy as np
 
 from annotator.mask_patch import MaskPatch
 
-__all__ = ["CLASS_COLORS", "render_overlay", "crop_view"]
+__all__ = ["CLASS_COLORS", "class_color", "render_overlay", "crop_view"]
 
 # One RGB colour per class index (cycled); also used for the boxes in the annotator.
 CLASS_COLORS = [
@@ -19,6 +19,12 @@ CLASS_COLORS = [
     (160, 160, 64),
 ]
 ALPHA = 0.45  # opacity of the mask tint
+
+
+def class_color(classes: list[str], name: str) -> tuple:
+    """The colour of class `name` among `classes` (a name not among them gets the next one)."""
+    index = classes.index(name) if name in classes else len(classes)
+    return CLASS_COLORS[index % len(CLASS_COLORS)]
 
 
 def _tint(region: np.ndarray, mask: np.ndarray, color, outline_color, thickness: int) -> None:

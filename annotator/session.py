@@ -8,153 +8,41 @@ time: every box, click, brush disc, smoothing change, refine and tighten is its 
 undoing a click also takes that click out of the prompt. Undo and redo are ordinary store writes,
 so a stale revision (another tab changed the label) is refused there too.
 
-Model calls go through one shared `PredictorService`: the image is encoded once (`set_image`) and
-cached until another image (or another tab's image) needs the model; only new or moved boxes are
-decoded. `reload_predictor` swaps the model without a restart.
+Model calls go through one shared `PredictorService` (annotator/predictor_service.py;
+`model_masks` groups the boxes into predict calls); `reload_predictor` swaps the model without a
+restart. A slot and an undo step are annotator/slots.py; which image comes next is
+annotator/image_queue.py; the brush is annotator/brush.py.
 """
 
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from annotator import image_queue
+from annotator.brush import paint_disc
 from annotator.mask_patch import MaskPatch
-from annotator.overlay import CLASS_COLORS, crop_view, render_overlay
+from annotator.model_masks import decode_slots
+from annotator.overlay import class_color, crop_view, render_overlay
+from annotator.predictor_service import PredictorService
+from annotator.slots import (
+    SMOOTHING_LEVELS,
+    Change,
+    Slot,
+    match_boxes,
+    patch_from_rle,
+    shown_box,
+    ui_box,
+)
 from annotator.store import Label, LabelStore, StaleWriteError
 from box2mask.io.image_io import load_image
-from box2mask.io.rle import decode_rle, encode_rle, rle_area, rle_to_bbox_xywh
-from box2mask.ops.box_ops import BoxError, validate_box
-from box2mask.ops.mask_quality import quality_features, quality_score
-from box2mask.segment.image import refine_options, takes_init_masks
+from box2mask.io.rle import encode_rle, rle_area, rle_to_bbox_xywh
 
-__all__ = ["SMOOTHING_LEVELS", "PredictorService", "AnnotationSession", "match_boxes"]
+__all__ = ["AnnotationSession"]
 
-# Smoothing choices for "re-run with more / less smoothing"; None = the predictor's own default.
-SMOOTHING_LEVELS = (0.0, 0.5, None, 2.0, 4.0)
-DEFAULT_SMOOTHING = 2  # index into SMOOTHING_LEVELS
-MIN_BOX = 2.0  # boxes with a side under this many pixels are ignored (still being drawn)
-# "worst first": images with unreviewed proposals, lowest mask-quality score first (review queue)
-FILTERS = ("all", "unlabeled", "in progress", "done", "worst first")
 # Undo steps kept per image (oldest dropped first): a tab left open on one image all day must not
 # keep every change it ever made. Each step holds two labels (RLE masks, a few KB), no pixels.
 UNDO_LIMIT = 200
-
-
-class PredictorService:
-    """One predictor shared by every tab: serialised calls, image cache, hot swap.
-
-    With a `prefetcher` (annotator/prefetch.py; models with encode_state/set_state), images are
-    encoded ahead in the background and opening one restores its encoding from the on-disk cache.
-    """
-
-    def __init__(self, predictor, prefetcher=None):
-        self._predictor = predictor
-        self._prefetcher = prefetcher
-        self._lock = threading.Lock()
-        self._image_key = None  # which image the predictor currently holds (set_image)
-
-    @property
-    def model_version(self) -> str:
-        return self._predictor.model_version
-
-    @property
-    def predictor(self):
-        """The current model (read its interface only: calls go through `predict`)."""
-        return self._predictor
-
-    @property
-    def can_refine(self) -> bool:
-        """Whether the model can start from a given mask (`predict(..., init_masks=)`)."""
-        return takes_init_masks(self._predictor)
-
-    def prepare(self, image_key: str, image: np.ndarray) -> None:
-        """Encode `image` now unless it is already the predictor's current image; the
-        prefetcher (if any) then encodes the images after it."""
-        with self._lock:
-            self._ensure(image_key, image)
-        if self._prefetcher is not None and image_key in self._prefetcher.images:
-            self._prefetcher.set_position(self._prefetcher.images.index(image_key))
-
-    def predict(self, image_key: str, image: np.ndarray, boxes_xyxy: np.ndarray, **options):
-        """(N, 4) XYXY boxes -> masks (N, H, W) bool, scores (N,), encoding the image only if needed."""
-        with self._lock:
-            self._ensure(image_key, image)
-            return self._predictor.predict(np.asarray(boxes_xyxy, dtype=np.float64), **options)
-
-    def reload(self, predictor) -> None:
-        """Swap in a new predictor (e.g. a promoted model); the next call re-encodes its image."""
-        with self._lock:
-            self._predictor = predictor
-            self._image_key = None
-            if self._prefetcher is not None:
-                try:
-                    self._prefetcher.reset(predictor)
-                except TypeError:  # the new predictor cannot be prefetched: go without
-                    self._prefetcher.close()
-                    self._prefetcher = None
-
-    def close(self) -> None:
-        if self._prefetcher is not None:
-            self._prefetcher.close()
-
-    def _ensure(self, image_key: str, image: np.ndarray) -> None:
-        if self._image_key != image_key:
-            if self._prefetcher is not None:
-                self._prefetcher.activate(image)
-            else:
-                self._predictor.set_image(image)
-            self._image_key = image_key
-
-
-@dataclass
-class Slot:
-    label: Label | None  # the stored label (None after a delete: kept for undo)
-    mask: MaskPatch | None = None  # the decoded mask, kept as its bounding rectangle
-    smoothing: int = DEFAULT_SMOOTHING  # index into SMOOTHING_LEVELS
-    shown: tuple | None = None  # (xmin, ymin, xmax, ymax, class) as last sent to the UI
-    clicks: list = field(default_factory=list)  # [(x, y, 1 inside | 0 outside)] image pixels
-
-    @property
-    def prompt(self) -> tuple:
-        """(clicks, smoothing): what the model is asked with, saved by each undo step."""
-        return tuple(self.clicks), self.smoothing
-
-    def set_prompt(self, prompt: tuple) -> None:
-        clicks, self.smoothing = prompt
-        self.clicks = list(clicks)
-
-
-@dataclass
-class Change:
-    slot: int  # slot key
-    before: Label | None  # label content before the action (None: did not exist)
-    after: Label | None  # label content after the action (None: deleted)
-    prompt_before: tuple = ((), DEFAULT_SMOOTHING)  # the slot's (clicks, smoothing) before
-    prompt_after: tuple = ((), DEFAULT_SMOOTHING)  # ... and after the action
-
-
-def match_boxes(
-    old: list[tuple], new: list[tuple]
-) -> tuple[list[tuple[int, int]], list[int], list[int]]:
-    """Pair the UI's new box list with the previous one.
-
-    Identical boxes pair first; the rest pair in order (a moved, resized or relabelled box);
-    leftovers are added (new) or removed (old) boxes. Returns (pairs (old_i, new_i), added new_i,
-    removed old_i).
-    """
-    free_old = list(range(len(old)))
-    pairs, unmatched_new = [], []
-    for j, box in enumerate(new):
-        i = next((i for i in free_old if old[i] == box), None)
-        if i is None:
-            unmatched_new.append(j)
-        else:
-            free_old.remove(i)
-            pairs.append((i, j))
-    n = min(len(free_old), len(unmatched_new))
-    pairs += list(zip(free_old[:n], unmatched_new[:n], strict=True))
-    return pairs, unmatched_new[n:], free_old[n:]
 
 
 @dataclass
@@ -174,25 +62,11 @@ class AnnotationSession:
 
     # -- images --------------------------------------------------------------------------------
     def image_list(self, status_filter: str = "all") -> list[str]:
-        if status_filter not in FILTERS:
-            raise ValueError(f"filter must be one of {FILTERS}, got {status_filter!r}")
-        keys = self.store.list_images()
-        if status_filter == "all":
-            return keys
-        if status_filter == "worst first":
-            worst = {}
-            for k in keys:
-                pending = [lb.score for lb in self.store.labels(k) if not lb.verified]
-                pending = [s for s in pending if s is not None]
-                if pending:
-                    worst[k] = min(pending)
-            return sorted(worst, key=lambda k: (worst[k], k))
-        return [k for k in keys if self.store.image_status(k) == status_filter]
+        return image_queue.image_list(self.store, status_filter)
 
     def progress(self) -> tuple[int, int]:
         """(images done, images in all)."""
-        keys = self.store.list_images()
-        return sum(self.store.image_status(k) == "done" for k in keys), len(keys)
+        return image_queue.progress(self.store)
 
     def open_image(self, image_key: str) -> None:
         """Show one image of the folder (path traversal and symlinks out of the folder refused)."""
@@ -207,15 +81,9 @@ class AnnotationSession:
 
     def step_image(self, step: int, status_filter: str = "all") -> str | None:
         """Open the next (+1) or previous (-1) image among those passing the filter."""
-        keys = self.image_list(status_filter)
-        if not keys:
-            return None
-        everything = self.store.list_images()
-        here = everything.index(self.image_key) if self.image_key in everything else -1
-        ahead = [k for k in keys if everything.index(k) > here] if step > 0 else []
-        behind = [k for k in keys if everything.index(k) < here] if step < 0 else []
-        target = ahead[0] if ahead else behind[-1] if behind else keys[0 if step > 0 else -1]
-        self.open_image(target)
+        target = image_queue.step_target(self.store, self.image_key, step, status_filter)
+        if target is not None:
+            self.open_image(target)
         return target
 
     def set_done(self, done: bool = True) -> None:
@@ -229,7 +97,9 @@ class AnnotationSession:
         that are degenerate (a box still being drawn) or outside the image are ignored. A new box
         drawn with the UI's default class (the first) gets `next_class`, the last one used.
         """
-        new = [t for t in (self._box_tuple(b) for b in boxes) if t is not None]
+        shape, default = self.image.shape, self.classes[0]
+        new = [ui_box(b, image_shape=shape, default_class=default) for b in boxes]
+        new = [box for box in new if box is not None]
         old = [self.slots[k].shown for k in self.order]
         pairs, added, removed = match_boxes(old, new)
         if not added and not removed and all(i == j and old[i] == new[j] for i, j in pairs):
@@ -344,22 +214,15 @@ class AnnotationSession:
         """Add (or erase) a disc of `radius` px at image pixel (x, y) to one label's mask."""
         key = self._key(index)
         slot = self.slots[key]
-        h, w = self.image.shape[:2]
-        # a mask never leaves its box: only the box's pixel window is computed
-        x0, y0, x1, y1 = slot.label.box_xyxy
-        wy0, wy1, _ = slice(int(y0), int(np.ceil(y1))).indices(h)  # numpy's slice bounds
-        wx0, wx1, _ = slice(int(x0), int(np.ceil(x1))).indices(w)
-        wy1, wx1 = max(wy1, wy0), max(wx1, wx0)
-        window = (
-            slot.mask.window(wy0, wy1, wx0, wx1)
-            if slot.mask is not None
-            else np.zeros((wy1 - wy0, wx1 - wx0), bool)
+        mask = paint_disc(
+            slot.mask,
+            box_xyxy=slot.label.box_xyxy,
+            image_shape=self.image.shape,
+            x=x,
+            y=y,
+            radius=radius,
+            erase=erase,
         )
-        yy, xx = np.ogrid[wy0:wy1, wx0:wx1]
-        disc = (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= radius**2
-        window = window & ~disc if erase else window | disc
-        mask = np.zeros((h, w), bool)
-        mask[wy0:wy1, wx0:wx1] = window
         drawn = (
             slot.label.mask_rle is None or slot.label.source == "human"
         )  # no model mask under it
@@ -398,17 +261,14 @@ class AnnotationSession:
         out = []
         for k in self.order:
             x0, y0, x1, y1, name = self.slots[k].shown
-            color = CLASS_COLORS[self._class_index(name) % len(CLASS_COLORS)]
+            color = class_color(self.classes, name)
             out.append(dict(xmin=x0, ymin=y0, xmax=x1, ymax=y1, label=name, color=color))
         return out
 
     def overlay(self) -> np.ndarray:
         """The image with every mask tinted in its class colour, the selected one outlined."""
         masks = [self.slots[k].mask for k in self.order]
-        colors = [
-            CLASS_COLORS[self._class_index(x[4]) % len(CLASS_COLORS)]
-            for x in (self.slots[k].shown for k in self.order)
-        ]
+        colors = [class_color(self.classes, self.slots[k].shown[4]) for k in self.order]
         return render_overlay(self.image, masks, colors, selected=self.selected)
 
     def selected_crop(self, min_side: int = 320) -> tuple[np.ndarray, float, float, float] | None:
@@ -427,20 +287,6 @@ class AnnotationSession:
         self.selected = index
         return self.order[index]
 
-    def _class_index(self, name: str) -> int:
-        return self.classes.index(name) if name in self.classes else len(self.classes)
-
-    def _box_tuple(self, box: dict) -> tuple | None:
-        """A UI box as (xmin, ymin, xmax, ymax, class) clipped to the image; None if unusable."""
-        h, w = self.image.shape[:2]
-        corners = [box["xmin"], box["ymin"], box["xmax"], box["ymax"]]
-        try:
-            x0, y0, x1, y1 = validate_box(corners, w, h, min_size=MIN_BOX)
-        except BoxError:
-            return None
-        name = box.get("label") or self.classes[0]
-        return (int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1)), name)
-
     def _load_labels(self) -> None:
         """(Re)read the open image's labels from the store; masks decoded once here.
 
@@ -450,16 +296,8 @@ class AnnotationSession:
         self.undo_stack.clear()
         self.redo_stack.clear()
         for key, label in enumerate(self.store.labels(self.image_key)):
-            x0, y0, x1, y1 = label.box_xyxy
-            shown = (
-                int(round(x0)),
-                int(round(y0)),
-                int(round(x1)),
-                int(round(y1)),
-                label.class_name,
-            )
-            mask = _patch(label.mask_rle)
-            self.slots[key] = Slot(label=label, mask=mask, shown=shown)
+            mask = patch_from_rle(label.mask_rle)
+            self.slots[key] = Slot(label=label, mask=mask, shown=shown_box(label))
             self.order.append(key)
 
     def _predict_prompted(self, key: int, prompt_before: tuple) -> None:
@@ -474,47 +312,18 @@ class AnnotationSession:
     def _predict(
         self, keys: list[int], from_mask: bool = False, prompt_before: tuple | None = None
     ) -> None:
-        """Decode the boxes of these slots and save the masks: slots without clicks in one call
-        per smoothing level, a slot with clicks alone (its clicks are prompts for its box only).
-        `from_mask`: each slot alone, the model started from the slot's current mask.
+        """Decode the boxes of these slots and save the masks (`model_masks.decode_slots`).
         `prompt_before`: the slot's prompt before the action (one key only), for its undo step."""
-        plain = [] if from_mask else [k for k in keys if not self.slots[k].clicks]
-        groups = [
-            [k for k in plain if self.slots[k].smoothing == level]
-            for level in sorted({self.slots[k].smoothing for k in plain})
-        ]
-        for group in groups + [[k] for k in keys if k not in plain]:
-            clicks = np.array(self.slots[group[0]].clicks, dtype=np.float64).reshape(-1, 3)
-            options = {"smoothing": SMOOTHING_LEVELS[self.slots[group[0]].smoothing]}
-            if len(clicks):
-                options.update(points=clicks[:, :2], point_labels=clicks[:, 2].astype(np.int64))
-            if from_mask:
-                start = self.slots[group[0]].mask.full()[None]
-                options.update(refine_options(self.service.predictor, start))
-            boxes = np.array([self.slots[k].shown[:4] for k in group], dtype=np.float64)
-            masks, scores = self.service.predict(self.image_key, self.image, boxes, **options)
-            # the label's score is the review-queue quality: the model's own score times the
-            # mask's shape checks (stray parts, holes, untouched box sides, odd fill)
-            quality = quality_score(quality_features(masks, boxes), scores).tolist()
-            for k, mask, score in zip(group, masks, quality, strict=True):
-                x0, y0, x1, y1, name = self.slots[k].shown
-                label = Label(
-                    image=self.image_key,
-                    box_xyxy=[float(x0), float(y0), float(x1), float(y1)],
-                    class_name=name,
-                    mask_rle=encode_rle(mask),
-                    source=self._model_source(k, from_mask),
-                    model_version=self.service.model_version,
-                    verified=False,
-                    score=float(score),
-                )
-                self._write(k, label, mask=mask, prompt_before=prompt_before)
-
-    def _model_source(self, key: int, from_mask: bool) -> str:
-        """A model mask is "model" unless a person shaped it: clicks, or refining their mask."""
-        label = self.slots[key].label
-        started_from_person = from_mask and label is not None and label.source != "model"
-        return "human-corrected" if self.slots[key].clicks or started_from_person else "model"
+        masks = decode_slots(
+            self.service,
+            image_key=self.image_key,
+            image=self.image,
+            slots=self.slots,
+            keys=keys,
+            from_mask=from_mask,
+        )
+        for key, label, mask in masks:
+            self._write(key, label, mask=mask, prompt_before=prompt_before)
 
     def _write(
         self,
@@ -553,15 +362,10 @@ class AnnotationSession:
         if saved is None:
             slot.mask = None  # an undo decodes it again from the label it restores
         else:
-            slot.mask = MaskPatch.from_mask(mask) if mask is not None else _patch(saved.mask_rle)
-            x0, y0, x1, y1 = saved.box_xyxy
-            slot.shown = (
-                int(round(x0)),
-                int(round(y0)),
-                int(round(x1)),
-                int(round(y1)),
-                saved.class_name,
+            slot.mask = (
+                MaskPatch.from_mask(mask) if mask is not None else patch_from_rle(saved.mask_rle)
             )
+            slot.shown = shown_box(saved)
 
     def _drop_dead_slots(self) -> None:
         """Forget deleted labels that no undo or redo step can bring back."""
@@ -593,8 +397,3 @@ class AnnotationSession:
             self.order.remove(change.slot)
         self.selected = self.order.index(change.slot) if alive else None
         return True
-
-
-def _patch(mask_rle: dict | None) -> MaskPatch | None:
-    """A stored RLE decoded into the patch a slot keeps (the full-size mask is dropped at once)."""
-    return MaskPatch.from_mask(decode_rle(mask_rle)) if mask_rle is not None else None

@@ -30,7 +30,8 @@ import cv2
 import numpy as np
 import torch
 
-from annotator.session import AnnotationSession, PredictorService
+from annotator.predictor_service import PredictorService
+from annotator.session import AnnotationSession
 from annotator.store import SQLiteStore
 from bench.common import DEMO, random_checkpoint
 from box2mask import build_predictor

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/fuzz.py [--cases 10000] [--seed 0] [--only KIND] [--details]
 
-Kinds (the strategies are bench/fuzz_inputs.py; every case runs in a fresh temporary folder):
+Kinds (the strategies are bench/fuzz_inputs.py, the hand-picked cases bench/fuzz_examples.py, the
+checks bench/fuzz_checks.py; every case runs in a fresh temporary folder):
     coco segment   COCO files -> `box2mask segment` in process (`box2mask.cli.main`, embedded default)
     coco import    COCO files -> annotator.export.import_coco into a SQLite label store
     image bytes    PNG/JPEG/GIF/BMP/TIFF/WebP files cut, bit-flipped, spliced, with odd sizes ->
@@ -38,8 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import fuzz_inputs as inputs  # noqa: E402
+from bench.fuzz_checkpoints import check_checkpoint  # noqa: E402
 from bench.fuzz_checks import (  # noqa: E402
-    check_checkpoint,
     check_coco_import,
     check_coco_segment,
     check_image,
@@ -47,6 +48,7 @@ from bench.fuzz_checks import (  # noqa: E402
     check_yaml,
     warm_up,
 )
+from bench.fuzz_examples import EXAMPLES  # noqa: E402
 
 KINDS = {  # name -> (strategy, check(case, folder) -> (status, detail), share of --cases)
     "coco segment": (inputs.coco_files(), check_coco_segment, 0.15),
@@ -127,7 +129,7 @@ def fuzz(
     """Run the hand-picked EXAMPLES of `kind`, then `cases` hypothesis examples (fixed seed);
     on_case(kind, case, status, detail) sees each. `examples`: other hand-picked cases. With `shrink`, an on_case that raises gets its example shrunk (tests)."""
     warm_up()
-    for case in inputs.EXAMPLES.get(kind, []) if examples is None else examples:
+    for case in EXAMPLES.get(kind, []) if examples is None else examples:
         on_case(kind, case, *run_case(kind, case))
     strategy = KINDS[kind][0]
     phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]

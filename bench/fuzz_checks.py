@@ -3,7 +3,8 @@
 Each check(case, folder) writes the input into the empty `folder`, runs the parser, and returns
 (status, detail): "clean error" (the parser's own error naming the input), "correct" (the result
 passes the checks), or "crash" (a wrong result, a changed input file, a partial output or a
-temporary file left behind). An exception escaping a check is a crash too (bench/fuzz.py).
+temporary file left behind). An exception escaping a check is a crash too (bench/fuzz.py). The
+checkpoint check is bench/fuzz_checkpoints.py, the files all checks use bench/fuzz_files.py.
 """
 
 import contextlib
@@ -13,18 +14,23 @@ import json
 import math
 import subprocess
 import sys
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from bench.fuzz_checkpoints import good_checkpoint_bytes
+from bench.fuzz_files import (
+    good_image_bytes,
+    leftovers,
+    mutate_bytes,
+    names_path,
+    snapshot,
+    write_good_images,
+)
 from bench.fuzz_inputs import GOOD_IMAGES
 
 REPO = Path(__file__).resolve().parents[1]
-
-# ------------------------------------------------------------------ files and snapshots
 
 
 @functools.cache
@@ -44,58 +50,6 @@ def warm_up() -> None:
         good_image_bytes(fmt)
     for kind in ("crop-learner", "box2mask-t"):
         good_checkpoint_bytes(kind)
-
-
-@functools.cache
-def good_image_bytes(fmt: str) -> bytes:
-    """A small valid image file of format `fmt` (JPEG-EXIF: a JPEG with EXIF orientation 6)."""
-    rng = np.random.default_rng(0)
-    pixels = rng.integers(20, 60, (24, 32, 3)).astype(np.uint8)
-    pixels[6:18, 8:24] = (210, 50, 40)
-    buf = io.BytesIO()
-    image = Image.fromarray(pixels)
-    if fmt == "JPEG-EXIF":
-        exif = Image.Exif()
-        exif[0x0112] = 6
-        image.save(buf, format="JPEG", exif=exif)
-    else:
-        image.save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def write_good_images(folder: Path) -> Path:
-    """`folder/images` holding GOOD_IMAGES (file name -> (height, width))."""
-    images = folder / "images"
-    images.mkdir()
-    for name, (height, width) in GOOD_IMAGES.items():
-        pixels = np.full((height, width, 3), 40, np.uint8)
-        pixels[4 : height - 4, 6 : width - 6] = (210, 50, 40)
-        Image.fromarray(pixels).save(images / name)
-    return images
-
-
-def snapshot(folder: Path, skip: str = "store/") -> dict:
-    """{relative path: bytes} of every file under `folder` but those under `skip` (a store)."""
-    files = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*") if p.is_file()}
-    return {name: p.read_bytes() for name, p in files.items() if not name.startswith(skip)}
-
-
-def leftovers(before: dict, folder: Path, allowed: set) -> str | None:
-    """What is wrong with `folder` after a run: a changed or removed input, or a new file that
-    is not in `allowed` (relative paths). None when nothing is."""
-    after = snapshot(folder)
-    for path, data in before.items():
-        if after.get(path) != data:
-            return f"input {path} changed or removed"
-    extra = sorted(set(after) - set(before) - allowed)
-    return f"left behind: {extra[:3]}" if extra else None
-
-
-def _names(err: BaseException, path: Path) -> bool:
-    return str(path) in str(err)
-
-
-# ------------------------------------------------------------------ COCO -> segment
 
 
 def _input_annotations(data: bytes):
@@ -179,9 +133,6 @@ def check_segment_exit(data: bytes, folder: Path) -> tuple[str, str]:
     return status, f"exit {proc.returncode}"
 
 
-# ------------------------------------------------------------------ COCO -> label store import
-
-
 def check_coco_import(data: bytes, folder: Path) -> tuple[str, str]:
     from annotator.export import import_coco
     from box2mask.io.rle import decode_rle
@@ -199,7 +150,7 @@ def check_coco_import(data: bytes, folder: Path) -> tuple[str, str]:
         store.close()
         if labels:
             return "crash", f"refused ({err}) after adding {len(labels)} labels"
-        if not _names(err, coco):
+        if not names_path(err, coco):
             return "crash", f"ValueError without the file's name: {err}"
         return "clean error", str(err)[:160]
     labels = [x for key in store.list_images() for x in store.labels(key)]
@@ -217,23 +168,6 @@ def check_coco_import(data: bytes, folder: Path) -> tuple[str, str]:
             if decode_rle(label.mask_rle).shape != GOOD_IMAGES[label.image]:
                 return "crash", f"label mask of size {label.mask_rle['size']} on {label.image}"
     return "correct", f"{stats['added']} added, {stats['skipped']} skipped"
-
-
-# ------------------------------------------------------------------ image bytes
-
-
-def mutate_bytes(data: bytes, edits) -> bytes:
-    """Apply ("flip", pos, bit), ("cut", pos), ("insert", pos, bytes) edits (positions wrap)."""
-    data = bytearray(data)
-    for edit in edits:
-        pos = edit[1] % max(1, len(data))
-        if edit[0] == "flip" and data:
-            data[pos] ^= 1 << edit[2]
-        elif edit[0] == "cut":
-            del data[pos:]
-        elif edit[0] == "insert":
-            data[pos:pos] = edit[2]
-    return bytes(data)
 
 
 def _set_size(data: bytes, fmt: str, width: int, height: int) -> bytes:
@@ -278,7 +212,7 @@ def check_image(case: dict, folder: Path) -> tuple[str, str]:
     if problem:
         return "crash", problem
     for result in (image, size):
-        if isinstance(result, ImageLoadError) and not _names(result, path):
+        if isinstance(result, ImageLoadError) and not names_path(result, path):
             return "crash", f"error without the file's name: {result}"
     if isinstance(image, ImageLoadError):
         return "clean error", str(image).replace(str(path), "FILE")[:160]
@@ -287,9 +221,6 @@ def check_image(case: dict, folder: Path) -> tuple[str, str]:
     if not isinstance(size, ImageLoadError) and size != image.shape[:2]:
         return "crash", f"image_size {size} but load_image {image.shape[:2]}"
     return "correct", f"{image.shape}"
-
-
-# ------------------------------------------------------------------ YAML configs
 
 
 def check_yaml(data: bytes, folder: Path) -> tuple[str, str]:
@@ -306,7 +237,7 @@ def check_yaml(data: bytes, folder: Path) -> tuple[str, str]:
         try:
             cfg = loader(path)
         except ConfigError as err:
-            if not _names(err, path):
+            if not names_path(err, path):
                 return "crash", f"{loader.__name__}: ConfigError without the file's name: {err}"
             outcomes.append("clean error")
             continue
@@ -320,100 +251,3 @@ def check_yaml(data: bytes, folder: Path) -> tuple[str, str]:
         return "crash", problem
     status = "correct" if "correct" in outcomes else "clean error"
     return status, " / ".join(outcomes)
-
-
-# ------------------------------------------------------------------ checkpoints
-
-
-@functools.cache
-def good_checkpoint_bytes(kind: str) -> bytes:
-    """A valid checkpoint: a small crop learner, or the tests' tiny Box2Mask-T."""
-    import torch
-
-    from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet
-    from box2mask.io.checkpoint import save_checkpoint
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.pt"
-        if kind == "crop-learner":
-            torch.manual_seed(0)
-            model = CropUNet(CropLearnerConfig(base="ellipse", crop_size=16, width=4, levels=2))
-            save_checkpoint(path, model=model, model_config=model.cfg, class_names=["thing"],
-                            config={}, model_version="fuzz-crop", kind=KIND)  # fmt: skip
-        else:
-            from tests.tiny_model import save_tiny_checkpoint
-
-            save_tiny_checkpoint(path, "fuzz-tiny", config={"image_size": 64})
-        return path.read_bytes()
-
-
-def _broken_tensor(value, how: str):
-    """A weight made unusable: another shape or dtype, NaN, a scalar, or not a tensor at all."""
-    import torch
-
-    if how == "shape":
-        return torch.zeros(*(s + 1 for s in value.shape), 2)
-    if how == "dtype":
-        return value.to(torch.int64)
-    if how == "nan":
-        return torch.full_like(value.float(), math.nan)
-    return torch.tensor(1.0) if how == "scalar" else "x"
-
-
-def _edit_fields(data: bytes, edits) -> bytes:
-    """The checkpoint with its fields removed or replaced, or one weight broken."""
-    import torch
-
-    ckpt = torch.load(io.BytesIO(data), weights_only=True)
-    for edit in edits:
-        if edit[0] == "drop":
-            ckpt.pop(edit[1], None)
-        elif edit[0] == "set":
-            ckpt[edit[1]] = edit[2]
-        elif edit[0] == "config" and isinstance(ckpt.get("model_config"), dict):
-            value = edit[2]
-            if ckpt.get("kind") == "box2mask-t" and isinstance(value, int) and value > 4096:
-                value = 4096  # a Box2Mask-T network this wide is built before its weights are
-                # checked: tens of GB (a known limit; the crop learner checks its sizes first)
-            ckpt["model_config"][edit[1] or "width"] = value
-        elif edit[0] == "tensor" and isinstance(ckpt.get("model_state"), dict):
-            state = ckpt["model_state"]
-            if not state:
-                continue
-            name = sorted(state)[edit[1] % len(state)]
-            if edit[2] == "drop":
-                del state[name]
-            elif isinstance(state[name], torch.Tensor):
-                state[name] = _broken_tensor(state[name], edit[2])
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    return buf.getvalue()
-
-
-def check_checkpoint(case: dict, folder: Path) -> tuple[str, str]:
-    import box2mask
-    from box2mask.io.checkpoint import CheckpointError
-
-    data = good_checkpoint_bytes(case["base"])
-    if "bytes" in case:
-        data = mutate_bytes(data, case["bytes"])
-    else:
-        data = _edit_fields(data, case["fields"])
-    path = folder / "model.pt"
-    path.write_bytes(data)
-    before = snapshot(folder)
-    try:
-        predictor = box2mask.build_predictor(path)
-    except CheckpointError as err:
-        if not _names(err, path):
-            return "crash", f"CheckpointError without the file's name: {err}"
-        problem = leftovers(before, folder, set())
-        return ("crash", problem) if problem else ("clean error", str(err)[:160])
-    image = np.full((24, 32, 3), 40, np.uint8)
-    image[6:18, 8:24] = 200
-    predictor.set_image(image)
-    masks, scores = predictor.predict(np.array([[8.0, 6.0, 24.0, 18.0]]))
-    if np.asarray(masks).shape != (1, 24, 32) or np.asarray(scores).shape != (1,):
-        return "crash", f"masks {np.asarray(masks).shape}, scores {np.asarray(scores).shape}"
-    problem = leftovers(before, folder, set())
-    return ("crash", problem) if problem else ("correct", f"{predictor.model_version!r}")

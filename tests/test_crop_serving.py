@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from annotator.session import AnnotationSession, PredictorService
+from annotator.predictor_service import PredictorService
+from annotator.session import AnnotationSession
 from annotator.store import SQLiteStore
 from box2mask import build_predictor
 from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet

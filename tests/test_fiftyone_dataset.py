@@ -332,7 +332,8 @@ def test_cli_apply_is_resumable_and_never_writes_the_boxes_field(env, capsys):
 def test_annotator_session_on_the_fiftyone_store_writes_back_to_the_dataset(env, applied):
     """`box2mask annotate --fiftyone NAME`'s path: the annotation session over the FiftyOne store."""
     from annotator.fiftyone.store import open_for_annotation
-    from annotator.session import AnnotationSession, PredictorService
+    from annotator.predictor_service import PredictorService
+    from annotator.session import AnnotationSession
 
     fo, root, _ = env
     dataset, model, _ = applied

@@ -7,8 +7,9 @@ import pytest
 pytest.importorskip("hypothesis", reason="hypothesis is not installed (pip install hypothesis)")
 
 from bench import fuzz  # noqa: E402
-from bench.fuzz_checks import check_segment_exit, leftovers, snapshot  # noqa: E402
-from bench.fuzz_inputs import EXAMPLES  # noqa: E402
+from bench.fuzz_checks import check_segment_exit  # noqa: E402
+from bench.fuzz_examples import EXAMPLES  # noqa: E402
+from bench.fuzz_files import leftovers, snapshot  # noqa: E402
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

@@ -2,7 +2,8 @@ import numpy as np
 from PIL import Image
 
 from annotator.model_watch import RegistryWatcher
-from annotator.session import AnnotationSession, PredictorService
+from annotator.predictor_service import PredictorService
+from annotator.session import AnnotationSession
 from annotator.store import SQLiteStore
 from box2mask import build_predictor
 from tests.tiny_model import save_tiny_checkpoint

@@ -145,6 +145,19 @@ def test_imports_are_absolute():
     assert not relative, "\n".join(relative)
 
 
+MAX_LINES = 400  # a longer file is split by responsibility
+
+
+def test_no_python_file_is_over_400_lines():
+    lengths = {
+        path: len(path.read_text().splitlines())
+        for package in ("box2mask", "train", "annotator", "bench", "tests")
+        for path in _py_files(package)
+    }
+    long = [f"{p.relative_to(ROOT)}: {n} lines" for p, n in lengths.items() if n > MAX_LINES]
+    assert not long, "\n".join(long)
+
+
 def test_segment_runs_with_gradio_and_fiftyone_missing(tmp_path):
     import json
     import subprocess

@@ -7,7 +7,9 @@ The short run (3 users x 15 s, ~50 s with the server start) is `-m slow`; the ch
 import pytest
 
 from annotator.store import Label, SQLiteStore
-from bench.load import Ledger, LoadConfig, check_store, memory_summary, run_load
+from bench.load import LoadConfig, run_load
+from bench.load_checks import check_store, memory_summary
+from bench.load_users import Ledger
 
 
 def _label(image, box, name, **kw):

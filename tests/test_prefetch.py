@@ -89,7 +89,8 @@ def test_prefetcher_encodes_ahead_and_activate_hits(model, tmp_path):
 
 
 def test_annotation_session_opens_prefetched_images_from_the_cache(model, tmp_path):
-    from annotator.session import AnnotationSession, PredictorService
+    from annotator.predictor_service import PredictorService
+    from annotator.session import AnnotationSession
     from annotator.store import SQLiteStore
 
     images = tmp_path / "images"

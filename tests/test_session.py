@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotator.session import AnnotationSession, PredictorService, match_boxes
+from annotator.predictor_service import PredictorService
+from annotator.session import AnnotationSession
+from annotator.slots import match_boxes
 from annotator.store import SQLiteStore, StaleWriteError
 from box2mask.io.rle import decode_rle
 from box2mask.levelset.segmenter import LevelSetConfig, LevelSetSegmenter

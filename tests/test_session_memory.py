@@ -11,7 +11,8 @@ from PIL import Image
 
 import annotator.session as session_module
 from annotator.mask_patch import MaskPatch
-from annotator.session import AnnotationSession, PredictorService
+from annotator.predictor_service import PredictorService
+from annotator.session import AnnotationSession
 from annotator.store import SQLiteStore
 from box2mask.io.rle import decode_rle
 from tests.test_session import CountingPredictor

@@ -45,7 +45,8 @@ def evaluate_box_prompts(
 def evaluate_model_box_prompts(model, cfg, *, device, model_version: str, progress=False) -> dict:
     """`evaluate_box_prompts` for an in-memory model (used during training); leaves it in eval
     mode (the caller switches back to train mode)."""
-    from box2mask.model.predictor import Box2MaskPredictor, serving_options
+    from box2mask.model.checkpoint import serving_options
+    from box2mask.model.predictor import Box2MaskPredictor
     from train.config import flatten_config
 
     model.eval()

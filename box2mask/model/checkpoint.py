@@ -1,4 +1,5 @@
-"""A Box2Mask-T network rebuilt from a checkpoint read by `box2mask.io.checkpoint.load_checkpoint`."""
+"""A Box2Mask-T network rebuilt from a checkpoint read by `box2mask.io.checkpoint.load_checkpoint`,
+and the predictor options its training config chose for serving it."""
 
 import dataclasses
 
@@ -8,7 +9,7 @@ from box2mask.io.checkpoint import CheckpointError
 from box2mask.model.box2mask_model import build_model
 from box2mask.model.config import ModelConfig
 
-__all__ = ["model_config_from_checkpoint", "build_model_from_checkpoint"]
+__all__ = ["model_config_from_checkpoint", "build_model_from_checkpoint", "serving_options"]
 
 
 def model_config_from_checkpoint(ckpt: dict) -> ModelConfig:
@@ -37,3 +38,13 @@ def build_model_from_checkpoint(ckpt: dict) -> torch.nn.Module:
     except RuntimeError as err:
         raise CheckpointError(f"{name}: weights do not fit the stored model_config: {err}") from err
     return model.eval()
+
+
+def serving_options(config: dict) -> dict:
+    """The predictor options a training run's (flat) config chooses for serving its model: the
+    network's input size and `serve_region_refine`. `Box2MaskPredictor.from_checkpoint` and the
+    evaluation during training both use them, so a run's val numbers are the served model's."""
+    return {
+        "image_size": int(config.get("image_size", 512)),
+        "region_refine": bool(config.get("serve_region_refine", False)),
+    }

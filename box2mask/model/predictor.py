@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from box2mask.io.checkpoint import load_checkpoint
-from box2mask.model.checkpoint import build_model_from_checkpoint
+from box2mask.model.checkpoint import build_model_from_checkpoint, serving_options
 from box2mask.model.config import MASK_STRIDE
 from box2mask.model.fast_inference import amp_dtype, autocast, image_encoder
 from box2mask.ops.box_ops import validate_boxes
@@ -46,16 +46,6 @@ def _item(batch: torch.Tensor, j: int, n: int) -> torch.Tensor:
     """Image j of an encoded batch of n, (1, ...): a copy, so that a cached state does not hold
     (and `torch.save` does not write) the whole batch."""
     return batch if n == 1 else batch[j : j + 1].clone()
-
-
-def serving_options(config: dict) -> dict:
-    """The predictor options a training run's (flat) config chooses for serving its model: the
-    network's input size and `serve_region_refine`. `from_checkpoint` and the evaluation during
-    training both use them, so a run's val numbers are the served model's."""
-    return {
-        "image_size": int(config.get("image_size", 512)),
-        "region_refine": bool(config.get("serve_region_refine", False)),
-    }
 
 
 class Box2MaskPredictor:
