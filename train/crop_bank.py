@@ -5,7 +5,9 @@ fits in memory as a few tensors (a 64 x 64 crop is 12 KiB of colours): one pass 
 samples each box's crop, its LCM affinities, the teacher's mask there (the distillation target:
 the embedded default, which is also the base mask of `base: default`, or a trained crop learner
 for self-training) and, where an annotation carries a `segmentation` and mask
-supervision is on, the verified mask. Training then never decodes an image again.
+supervision is on, the verified mask. Training then never decodes an image again. With
+`views` > 1 every box is banked `views` times: the served crop window, then windows with random
+margins (train/crop_augment.py `jitter_windows`: scale and position jitter around the box).
 
 The bank is saved as `crop_bank.pt` in the run directory (written atomically) and reused when the
 run resumes with the same dataset and crop geometry.
@@ -31,6 +33,7 @@ from box2mask.crop.losses import crop_affinity
 from box2mask.crop.predictor import sample_masks
 from box2mask.io.atomic_write import atomic_write
 from box2mask.io.image_io import load_image
+from train.crop_augment import jitter_windows
 from train.dataset import CocoBoxDataset, DatasetError, _decode_segmentation
 
 __all__ = ["CropBank", "build_crop_bank", "load_or_build_crop_bank"]
@@ -56,9 +59,13 @@ def _teacher_name(teacher) -> str:
     return "default" if teacher is None else str(teacher.model_version)
 
 
-def _fingerprint(dataset, cfg: CropLearnerConfig, mask_supervision: bool, teacher=None) -> str:
+def _fingerprint(
+    dataset, cfg: CropLearnerConfig, mask_supervision: bool, teacher=None, views=(1, 0.0, 0)
+) -> str:
     geometry = {k: asdict(cfg)[k] for k in ("crop_size", "margin_frac", "margin_px")}
     geometry["teacher"] = _teacher_name(teacher)
+    if views[0] != 1:  # a bank of one view draws nothing: it keeps its old key
+        geometry["views"] = list(views)
     boxes = [
         [info["file_name"], [np.round(b, 3).tolist() for b, _, _ in dataset.boxes_by_image[i]]]
         for info in dataset.images
@@ -74,6 +81,9 @@ def build_crop_bank(
     *,
     mask_supervision: bool = False,
     teacher=None,
+    views: int = 1,
+    view_margin: float = 0.0,
+    seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
 ) -> CropBank:
@@ -81,6 +91,8 @@ def build_crop_bank(
 
     teacher: a box2mask predictor (set_image / predict) whose masks are the distillation target;
     None = the embedded default.
+    views: crops per box: the served window, then views - 1 `jitter_windows` with margins up to
+    `view_margin` x the box side per side, drawn from (seed, image index).
     """
     from box2mask.levelset.segmenter import LevelSetSegmenter
 
@@ -103,31 +115,40 @@ def build_crop_bank(
         boxes = torch.as_tensor(boxes_np[keep], dtype=torch.float32, device=device)
         labeller.set_image(image)
         teacher_masks, _ = labeller.predict(boxes.cpu().numpy())
-        windows, grid_boxes = crop_geometry(boxes, cfg)
         pixels = torch.from_numpy(np.array(image)).to(device)  # a writable copy
         pixels = pixels.permute(2, 0, 1)[None].float() / 255.0
-        rgb = sample_crops(pixels, windows, size)
-        parts["rgb"].append((rgb * 255).round().clamp(0, 255).to(torch.uint8).cpu())
-        parts["grid_boxes"].append(grid_boxes.cpu())
-        normalised = crop_inputs(rgb, grid_boxes, torch.zeros_like(rgb[:, 0]))[:, :3]
-        parts["affinity"].append(crop_affinity(normalised).half().cpu())
-        soft = sample_masks(torch.from_numpy(teacher_masks).to(device), windows, size)
-        parts["teacher"].append((soft * 255).round().to(torch.uint8).cpu())
+        teacher_full = torch.from_numpy(teacher_masks).to(device)
         verified = [mask_supervision and bool(seg) for _, _, seg in anns]
         full = torch.zeros((len(anns), height, width), dtype=torch.bool)
         for i, (_, _, seg) in enumerate(anns):
             if verified[i]:
                 full[i] = torch.from_numpy(_decode_segmentation(seg, height, width, source=path))
-        soft = sample_masks(full.to(device), windows, size)
-        parts["masks"].append((soft * 255).round().to(torch.uint8).cpu())
-        parts["has_mask"].append(torch.tensor(verified, dtype=torch.bool))
-        parts["image_index"].append(torch.full((len(anns),), index, dtype=torch.long))
+        full = full.to(device)
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + index)
+        for view in range(views):
+            if view == 0:
+                windows, grid_boxes = crop_geometry(boxes, cfg)
+            else:
+                windows, grid_boxes = jitter_windows(
+                    boxes, view_margin, cfg.margin_px, size, generator
+                )
+            rgb = sample_crops(pixels, windows, size)
+            parts["rgb"].append((rgb * 255).round().clamp(0, 255).to(torch.uint8).cpu())
+            parts["grid_boxes"].append(grid_boxes.cpu())
+            normalised = crop_inputs(rgb, grid_boxes, torch.zeros_like(rgb[:, 0]))[:, :3]
+            parts["affinity"].append(crop_affinity(normalised).half().cpu())
+            soft = sample_masks(teacher_full, windows, size)
+            parts["teacher"].append((soft * 255).round().to(torch.uint8).cpu())
+            soft = sample_masks(full, windows, size)
+            parts["masks"].append((soft * 255).round().to(torch.uint8).cpu())
+            parts["has_mask"].append(torch.tensor(verified, dtype=torch.bool))
+            parts["image_index"].append(torch.full((len(anns),), index, dtype=torch.long))
     if not parts["rgb"]:
         raise DatasetError(f"{dataset.annotation_path}: no usable boxes to train on")
     return CropBank(
         **{k: torch.cat(v) for k, v in parts.items()},
         class_names=list(dataset.class_names),
-        key=_fingerprint(dataset, cfg, mask_supervision, teacher),
+        key=_fingerprint(dataset, cfg, mask_supervision, teacher, (views, view_margin, seed)),
     )
 
 
@@ -138,13 +159,16 @@ def load_or_build_crop_bank(
     *,
     mask_supervision: bool = False,
     teacher=None,
+    views: int = 1,
+    view_margin: float = 0.0,
+    seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
 ) -> CropBank:
-    """The bank at `path` if it was built from this dataset, geometry and teacher, else a new one
-    (saved there atomically). `teacher`: see build_crop_bank."""
+    """The bank at `path` if it was built from this dataset, geometry, teacher and views, else a
+    new one (saved there atomically). `teacher`, `views`: see build_crop_bank."""
     path = Path(path)
-    key = _fingerprint(dataset, cfg, mask_supervision, teacher)
+    key = _fingerprint(dataset, cfg, mask_supervision, teacher, (views, view_margin, seed))
     if path.is_file():
         stored = torch.load(path, weights_only=True)
         if stored.get("key") == key:
@@ -154,6 +178,9 @@ def load_or_build_crop_bank(
         cfg,
         mask_supervision=mask_supervision,
         teacher=teacher,
+        views=views,
+        view_margin=view_margin,
+        seed=seed,
         device=device,
         progress=progress,
     )

@@ -44,12 +44,18 @@ class CropTrainConfig:
     # (self-training: distil a trained learner's masks; needs base: ellipse), or "" (none)
     teacher: str = "default"
     mask_supervision: bool = False  # annotations with a `segmentation` are verified mask targets
+    # weight of the box terms and the distillation on crops with a verified mask (1: as on
+    # box-only crops; 0: the verified mask alone teaches them, the teacher cannot pull it back)
+    weak_on_verified: float = 0.0
     iterations: int = 6000  # optimizer steps in all
     batch_size: int = 32  # crops per step
     lr: float = 2e-3  # AdamW peak learning rate (linear warmup, cosine decay)
     weight_decay: float = 1e-4  # AdamW weight decay
     warmup_steps: int = 100  # linear warmup of the learning rate
     augment: bool = True  # random flips and transposes of each crop
+    views: int = 1  # crops per training box in the bank: the served window + views-1 jittered ones
+    view_margin: float = 0.4  # jittered windows: margin per side up to this x the box side
+    colour_jitter: float = 0.0  # per step: gamma, saturation, channel order (0 = off; 0.3 mild)
     log_every: int = 50  # steps between metrics.jsonl lines
     eval_every: int = 1000  # steps between val evaluations on crops (0 = only at the end)
     checkpoint_every: int = 500  # steps between last.pt writes
@@ -85,6 +91,8 @@ def load_crop_config(path=None, overrides: dict | None = None) -> CropTrainConfi
             )
         if cfg.model.base != "ellipse":
             raise ConfigError(f"{path}: a checkpoint teacher needs model.base: ellipse")
+    if cfg.views < 1:
+        raise ConfigError(f"{path}: views must be at least 1, got {cfg.views}")
     levels = cfg.model.levels
     if not 1 <= levels <= 6:  # checked before 2 ** (levels - 1): a huge level count is no config
         raise ConfigError(f"{path}: model.levels must be 1 to 6, got {levels}")

@@ -22,6 +22,7 @@ import torch
 from box2mask.crop.learner import KIND, CropUNet, base_logits, crop_inputs
 from box2mask.crop.losses import crop_losses, total_loss
 from box2mask.ops.levelset import box_masks_from_boxes, inscribed_ellipses
+from train.crop_augment import jitter_colours
 from train.crop_bank import CropBank, load_or_build_crop_bank
 from train.crop_config import CropTrainConfig
 
@@ -167,6 +168,9 @@ def train_crop(
         out / "crop_bank.pt",
         mask_supervision=cfg.mask_supervision,
         teacher=teacher,
+        views=cfg.views,
+        view_margin=cfg.view_margin,
+        seed=cfg.seed,
         progress=progress,
     )
     val_bank = None
@@ -216,6 +220,8 @@ def train_crop(
         batch = _batch(bank, index, device)
         if cfg.augment:
             batch = augment_batch(batch, generator)
+        batch["rgb"] = jitter_colours(batch["rgb"], cfg.colour_jitter, generator)
+        weak_weight = torch.where(batch["has_mask"], cfg.weak_on_verified, 1.0).float()
         logits, features, inputs = forward_crops(model, batch)
         losses = crop_losses(
             logits=logits,
@@ -227,6 +233,7 @@ def train_crop(
             has_mask=batch["has_mask"],
             affinity=batch["affinity"],
             rgb=batch["rgb"] if weights["loss_pairwise"] else None,
+            weak_weight=weak_weight,
         )
         loss = total_loss(losses, weights)
         if not torch.isfinite(loss):

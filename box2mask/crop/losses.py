@@ -11,6 +11,8 @@
 
 Every term is the mean over the crops it applies to; the training config's `loss` section is the
 one weight dict (total = sum(weight[k] * loss[k]), `total_loss`). The first five need boxes only.
+`weak_weight` (N,) scales the box terms and the distillation per crop (before the mean over the
+N crops): the trainer sets it below 1 on crops with a verified mask, so the mask dominates there.
 """
 
 import torch
@@ -71,6 +73,7 @@ def crop_losses(
     has_mask: torch.Tensor | None = None,
     affinity: torch.Tensor | None = None,
     rgb: torch.Tensor | None = None,
+    weak_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss terms for N crops.
 
@@ -83,6 +86,8 @@ def crop_losses(
         masks: (N, S, S) verified masks in [0, 1] where `has_mask` (N,) bool, or None.
         affinity: (N, 8, S, S) `crop_affinity(image)` if already computed, else None.
         rgb: (N, 3, S, S) the crop's colours in [0, 1] for the pairwise term, or None (term 0).
+        weak_weight: (N,) weight of each crop in the box terms and the distillation (each term
+            is mean(weak_weight * per-crop term)); None = 1 for every crop.
     Returns:
         {name: scalar tensor}; the mask terms are 0 when no crop has a verified mask.
     """
@@ -92,20 +97,26 @@ def crop_losses(
     area = box.sum(dim=(1, 2)).clamp_min(1.0)
     if affinity is None:
         affinity = crop_affinity(image)
+    if weak_weight is None:
+        weak_weight = torch.ones(len(logits), device=logits.device)
+
+    def weak(per_crop: torch.Tensor) -> torch.Tensor:
+        return (weak_weight * per_crop).mean()
+
     losses = {
-        "loss_proj": projection_dice_loss(probs, grid_boxes).mean(),
-        "loss_lcm": lcm_loss(probs, box, affinity, LCM_STEPS, LCM_DILATION).mean(),
-        "loss_cv_image": chan_vese_energy(probs * box, image, box).mean(),
-        "loss_cv_feat": chan_vese_energy(probs * box, F.normalize(features, dim=1), box).mean(),
+        "loss_proj": weak(projection_dice_loss(probs, grid_boxes)),
+        "loss_lcm": weak(lcm_loss(probs, box, affinity, LCM_STEPS, LCM_DILATION)),
+        "loss_cv_image": weak(chan_vese_energy(probs * box, image, box)),
+        "loss_cv_feat": weak(chan_vese_energy(probs * box, F.normalize(features, dim=1), box)),
     }
     zero = logits.sum() * 0.0
     if rgb is not None:
-        losses["loss_pairwise"] = pairwise_loss(logits, colour_edges(rgb, box)).mean()
+        losses["loss_pairwise"] = weak(pairwise_loss(logits, colour_edges(rgb, box)))
     else:
         losses["loss_pairwise"] = zero
     if teacher is not None:
         bce = F.binary_cross_entropy_with_logits(logits, teacher, reduction="none")
-        losses["loss_distill"] = ((bce * box).sum(dim=(1, 2)) / area).mean()
+        losses["loss_distill"] = weak((bce * box).sum(dim=(1, 2)) / area)
     else:
         losses["loss_distill"] = zero
     if masks is not None and has_mask is not None and bool(has_mask.any()):
