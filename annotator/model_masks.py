@@ -8,7 +8,7 @@ from annotator.slots import SMOOTHING_LEVELS, Slot
 from annotator.store import Label
 from box2mask.io.rle import encode_rle
 from box2mask.ops.mask_quality import quality_features, quality_score
-from box2mask.segment.image import refine_options
+from box2mask.segment.image import refine_options, takes_init_masks
 
 __all__ = ["decode_slots", "model_source"]
 
@@ -24,8 +24,9 @@ def decode_slots(
 ):
     """Yield (key, Label, (H, W) bool mask) for the boxes of these slots, one predict call at a
     time: slots without clicks in one call per smoothing level, a slot with clicks alone (its
-    clicks are prompts for its box only). `from_mask`: each slot alone, the model started from the
-    slot's current mask."""
+    clicks are prompts for its box only, sent with the slot's current mask as `init_masks` where the
+    model takes it: a click corrects the mask the person sees). `from_mask`: each slot alone, the
+    model started from the slot's current mask."""
     plain = [] if from_mask else [k for k in keys if not slots[k].clicks]
     groups = [
         [k for k in plain if slots[k].smoothing == level]
@@ -36,6 +37,9 @@ def decode_slots(
         options = {"smoothing": SMOOTHING_LEVELS[slots[group[0]].smoothing]}
         if len(clicks):
             options.update(points=clicks[:, :2], point_labels=clicks[:, 2].astype(np.int64))
+            current = slots[group[0]].mask
+            if current is not None and takes_init_masks(service.predictor):
+                options["init_masks"] = current.full()[None]
         if from_mask:
             start = slots[group[0]].mask.full()[None]
             options.update(refine_options(service.predictor, start))

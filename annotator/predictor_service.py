@@ -4,6 +4,7 @@ until another image (or another tab's image) needs the model.
 """
 
 import threading
+import time
 
 import numpy as np
 
@@ -24,6 +25,8 @@ class PredictorService:
         self._prefetcher = prefetcher
         self._lock = threading.Lock()
         self._image_key = None  # which image the predictor currently holds (set_image)
+        self.last_predict_ms = None  # ms of the last `predict` call (set_image excluded)
+        self.last_predict_kind = None  # "click" (it had points) or "box"
 
     @property
     def model_version(self) -> str:
@@ -51,7 +54,11 @@ class PredictorService:
         """(N, 4) XYXY boxes -> masks (N, H, W) bool, scores (N,), encoding the image only if needed."""
         with self._lock:
             self._ensure(image_key, image)
-            return self._predictor.predict(np.asarray(boxes_xyxy, dtype=np.float64), **options)
+            start = time.perf_counter()
+            result = self._predictor.predict(np.asarray(boxes_xyxy, dtype=np.float64), **options)
+            self.last_predict_ms = (time.perf_counter() - start) * 1000
+            self.last_predict_kind = "click" if options.get("points") is not None else "box"
+            return result
 
     def reload(self, predictor) -> None:
         """Swap in a new predictor (e.g. a promoted model); the next call re-encodes its image."""

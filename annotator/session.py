@@ -201,8 +201,9 @@ class AnnotationSession:
             self._write(key, replace(label, box_xyxy=[x, y, x + w, y + h]))
 
     def click(self, x: float, y: float, inside: bool, index: int | None = None) -> None:
-        """A positive (inside) or negative click at image pixel (x, y): the box is decoded again
-        with every click of this label as a prompt that pins its pixel in or out."""
+        """A positive (inside) or negative click at image pixel (x, y): the model corrects the
+        label's current mask with every click of this label (`model_masks.decode_slots`); the
+        click's ms is `service.last_predict_ms`."""
         key = self._key(index)
         before = self.slots[key].prompt
         self.slots[key].clicks.append((float(x), float(y), int(bool(inside))))

@@ -240,9 +240,16 @@ def _default(device):
     return build_predictor(None, device)
 
 
+def _disc(device):
+    """The default with clicks as before #27: a pinned disc, the box evolved again."""
+    from box2mask.levelset.segmenter import LevelSetConfig, LevelSetSegmenter
+
+    return LevelSetSegmenter(LevelSetConfig(click_mode="disc"), device=device)
+
+
 METHODS = {  # --methods name: (table name, maker(device), clicks sent with the previous mask)
     "default": ("embedded default", _default, True),
-    "disc": ("default, disc pin (before #27)", _default, False),
+    "disc": ("default, disc pin (before #27)", _disc, False),
     "grabcut": ("GrabCut crop, 5 px seeds, 5 it.", lambda device: GrabCutClicks(), False),
 }
 

@@ -11,8 +11,10 @@ the network's correction delta there, then at every image pixel inside a box
     logit = base_logit * (+1 base object / -1 base background) + delta (bilinear from the grid),
 
 mask = logit > 0. With delta = 0 (an untrained learner) the masks are the base's, pixel for
-pixel. Clicks (`points`, `point_labels`) go to the base and pin a disc of `click_radius` grid
-pixels around each click in the final mask.
+pixel. Clicks (`points`, `point_labels`) with the default as base are the base's: it re-segments
+around them starting from `init_masks` (the mask the person saw; without it, this learner's own
+mask of the box), and its result is returned as is, so the residual never undoes a click. With
+the ellipse base a click pins a disc of `click_radius` grid pixels in the final mask.
 """
 
 import math
@@ -151,8 +153,12 @@ class CropLearnerPredictor:
         if n == 0:
             return np.zeros((0, height, width), dtype=bool), np.zeros(0, dtype=np.float32)
         boxes = torch.as_tensor(boxes_np, dtype=torch.float32, device=self.device)
-        if self._default is not None and points is not None:
-            options.update(points=points, point_labels=point_labels)
+        if self._default is not None and points is not None and len(points):
+            if options.get("init_masks") is None:  # the clicks correct this learner's own mask
+                options["init_masks"] = self.predict(boxes_np, **options)[0]
+            return self._default.predict(
+                boxes_np, points=points, point_labels=point_labels, **options
+            )
         base, base_scores = self.base_masks(boxes, **options)
         windows, grid_boxes = crop_geometry(boxes, cfg)
         rgb = sample_crops(self._image, windows, cfg.crop_size)

@@ -24,7 +24,10 @@ Method, for all N boxes of an image at once:
    evolved object over the ellipse, colour separation from the ring, look-alike crowding of the
    ring) a trust weight w in [0, 1]; the level set becomes w * evolved + (1 - w) * ellipse, so a
    box whose colours do not support the evolution keeps its prior.
-6. Paste. phi is sampled at every image pixel inside the box; for boxes larger than the grid a
+6. Clicks (`click_mode` "walk", `box2mask.levelset.clicks`): starting from the previous mask,
+   a random walk from the clicks' seeds re-segments the region around each click; the rest of
+   the mask stays as it was.
+7. Paste. phi is sampled at every image pixel inside the box; for boxes larger than the grid a
    colour guided filter at full resolution snaps the outline to image edges (`guided_filter`).
 
 The score is a quality estimate in [0, 1]: the colour separation of the final object against the
@@ -39,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from box2mask.levelset.clicks import click_grid_points, respond_to_clicks
 from box2mask.levelset.floor import (
     blend_phi,
     crowding,
@@ -113,7 +117,16 @@ class LevelSetConfig:
     refine_eps: float = 0.01  # guided-filter ridge weight (colour variance treated as noise)
     refine_sharpness: float = 1.0  # the filter's input is sigmoid(sharpness * phi)
     refine_min_scale: float = 1.0  # snap only boxes whose grid pixel spans more image pixels
-    click_radius: float = 2.0  # radius of the disc a click pins, grid pixels
+    click_radius: float = 2.0  # radius of the disc a click pins, grid pixels ("disc" clicks)
+    click_mode: str = "walk"  # "walk": clicks re-segment from the previous mask by a random
+    # walk (`levelset.clicks`); "disc": a click only pins a disc in the evolution (before #27)
+    click_seed_radius: float = 0.75  # "walk": radius of a click's seed disc, grid pixels
+    click_seed_depth: float = 0.5  # "walk": an active click's disc: this x its depth, at least
+    click_reach: float = 2.0  # "walk": a click's reach = this x its depth inside the error
+    click_reach_width: float = 3.0  # "walk": the tie to the previous mask grows beyond this
+    # many reaches (`clicks.click_tie`)
+    walk_beta: float = 1.0  # "walk": edge weight exp(-beta d^2 / mean d^2) of Lab distance d
+    walk_iterations: int = 30  # "walk": conjugate-gradient steps of the random walk
     keep_prior_radius: int = 1  # grid pixels this near a change come from phi, the rest from the
     # starting shape at image resolution (ellipse or init mask); -1 = always resample phi
 
@@ -186,6 +199,7 @@ class LevelSetSegmenter:
         bin_map = (levels[..., 0] * bins + levels[..., 1]) * bins + levels[..., 2]  # (H, W)
         self._bin_map = torch.from_numpy(bin_map).to(self.device)
         self._rgb = torch.from_numpy(image.copy()).to(self.device).float() / 255.0  # (H, W, 3)
+        self._lab = torch.from_numpy(lab).to(self.device)  # (H, W, 3) float Lab, 0..255
         self._size = image.shape[:2]
 
     @torch.inference_mode()
@@ -206,9 +220,11 @@ class LevelSetSegmenter:
             steps: evolution steps (None: config); 0 returns each filled box with score 0.5.
             smoothing: Gaussian regularisation of phi in grid pixels (None: config); larger gives
                 rounder, simpler masks, 0 follows colours pixel by pixel.
-            points: optional (P, 2) XY pixel clicks; `point_labels` (P,) 1 pins a disc of object
-                around the click, 0 a disc of background. Each click acts on every box whose
-                crop contains it (meant for one box at a time, as an annotator sends them).
+            points: optional (P, 2) XY pixel clicks; `point_labels` (P,) 1 object, 0 background.
+                With click_mode "walk" they re-segment the region around them starting from
+                `init_masks` (the mask the person saw; without it, the box's own mask):
+                `levelset.clicks`. Each click acts on every box whose crop contains it (meant
+                for one box at a time, as an annotator sends them).
             init_masks: optional (N, H, W) bool starting masks (e.g. a trained model's), used
                 instead of the inscribed ellipse: the evolution then refines them (no floor).
         Returns:
@@ -233,6 +249,10 @@ class LevelSetSegmenter:
             return masks.cpu().numpy(), np.full(n, 0.5, dtype=np.float32)
         if points is not None and len(points) and point_labels is None:
             raise ValueError("points given without point_labels")
+        walk = cfg.click_mode == "walk" and points is not None and len(points) > 0
+        if walk and init_masks is None:  # clicks correct the box's own mask
+            init_masks = self.predict(boxes, steps=cfg.steps, smoothing=cfg.smoothing)[0]
+        segment = self._segment_clicks if walk else self._segment
         masks = np.zeros((n, height, width), dtype=bool)
         scores = np.zeros(n, dtype=np.float32)
         trust = np.ones(n, dtype=np.float32)
@@ -241,7 +261,7 @@ class LevelSetSegmenter:
             index = np.flatnonzero(sizes == size)
             init = None if init_masks is None else np.asarray(init_masks)[index]
             clicks = (points, point_labels)
-            group = self._segment(boxes_t[torch.as_tensor(index)], int(size), cfg, clicks, init)
+            group = segment(boxes_t[torch.as_tensor(index)], int(size), cfg, clicks, init)
             windows, scores[index], trust[index] = group
             inside, lo, extent = windows
             pad = cfg.refine_radius
@@ -294,6 +314,28 @@ class LevelSetSegmenter:
         snap = trust >= cfg.snap_min_trust
         masks = self._paste(phi, crops, snap, cfg, pins=pins, changed=changed, init=init)
         return masks, scores.cpu().numpy(), trust.cpu().numpy()
+
+    def _segment_clicks(self, boxes, size, cfg, clicks, init_masks):
+        """`_segment` for clicks on the previous masks init_masks (N, H, W) bool
+        (`levelset.clicks.respond_to_clicks`): changed grid pixels come from the new grid mask,
+        the rest keeps the previous mask at image resolution (no edge snapping)."""
+        points, labels = clicks
+        crops = self._crop(boxes, size, cfg)
+        box_masks = box_masks_from_boxes(crops.grid_boxes, size, size) > 0.5
+        init = torch.as_tensor(np.asarray(init_masks), device=self.device)
+        previous = gather_grid(init, crops.rows, crops.cols) & box_masks
+        lab = self._lab[crops.rows[:, :, None], crops.cols[:, None, :]]  # (N, S, S, 3)
+        colours = lab.permute(0, 3, 1, 2)
+        grid_xy = click_grid_points(points, crops.crop_boxes, size)
+        label_t = torch.as_tensor(np.asarray(labels), device=self.device).bool().reshape(-1)
+        final = respond_to_clicks(previous, colours, box_masks, grid_xy, label_t, cfg)
+        ring = crops.valid & ~box_masks
+        num_bins = cfg.bins**3
+        scores = quality_score(final, crops.bin_index, box_masks, ring, num_bins, cfg.hist_floor)
+        phi = torch.where(final, 1.0, -1.0)
+        no_snap = torch.zeros(len(boxes), dtype=torch.bool, device=self.device)
+        masks = self._paste(phi, crops, no_snap, cfg, changed=final != previous, init=init)
+        return masks, scores.cpu().numpy(), np.ones(len(boxes), dtype=np.float32)
 
     @staticmethod
     def _trust(evolved, prior, bin_index, box_masks, ring, cfg):

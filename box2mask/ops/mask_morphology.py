@@ -9,7 +9,15 @@ import functools
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_blur", "dilate", "erode", "open_close", "fill_holes", "largest_component"]
+__all__ = [
+    "gaussian_blur",
+    "dilate",
+    "erode",
+    "open_close",
+    "fill_holes",
+    "largest_component",
+    "components_touching",
+]
 
 
 @functools.lru_cache(maxsize=64)
@@ -116,3 +124,9 @@ def largest_component(masks: torch.Tensor, keep: torch.Tensor | None = None) -> 
         kept_ids[:, 0] = False
         result |= torch.gather(kept_ids, 1, labels.view(n, -1)).view(n, h, w)
     return result
+
+
+def components_touching(masks: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+    """The 8-connected components of (N, H, W) bool masks that contain a pixel of seeds
+    (N, H, W) bool; (N, H, W) bool."""
+    return _propagate((seeds & masks).float(), masks) > 0.5
