@@ -217,3 +217,25 @@ def test_a_checkpoint_without_the_new_training_fields_still_loads(tmp_path):
     assert masks.shape == (1, 40, 50) and masks.any()
     resumed = apply_overrides(CropTrainConfig(), ckpt["config"], source="old.pt")
     assert resumed.views == 1 and resumed.colour_jitter == 0.0 and resumed.mask_supervision
+
+
+def test_test_flips_serve_the_same_mask_for_a_mirrored_image():
+    """model.test_flips averages the correction over 4 flips: mirroring the image and its box
+    mirrors the served mask (a plain random network is not mirror-symmetric)."""
+    torch.manual_seed(0)
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3)).astype(np.uint8)
+    box = np.array([[6.0, 5.0, 45.0, 40.0]])
+    mirrored_box = np.array([[64 - 45.0, 5.0, 64 - 6.0, 40.0]])
+    served = {}
+    for flips in (False, True):
+        model = CropUNet(CropLearnerConfig(crop_size=16, base="ellipse", test_flips=flips))
+        torch.nn.init.normal_(model.head.weight, std=300.0)  # delta of a few logits
+        model.eval()
+        predictor = CropLearnerPredictor(model)
+        predictor.set_image(image)
+        mask, _ = predictor.predict(box)
+        predictor.set_image(np.ascontiguousarray(image[:, ::-1]))
+        mirrored, _ = predictor.predict(mirrored_box)
+        served[flips] = (mask[0], mirrored[0][:, ::-1])
+    assert np.array_equal(*served[True])
+    assert not np.array_equal(*served[False])

@@ -33,6 +33,7 @@ __all__ = [
     "sample_crops",
     "crop_inputs",
     "base_logits",
+    "flip_averaged",
 ]
 
 KIND = "crop-learner"  # the checkpoint `kind` of this model
@@ -48,6 +49,7 @@ class CropLearnerConfig:
     base: str = "default"  # base mask the learner corrects: "default" (level set) | "ellipse"
     base_logit: float = 2.0  # logit of the base mask inside the box (+ object, - background)
     outside_logit: float = 8.0  # logit -outside_logit outside the box: never any mask there
+    test_flips: bool = False  # serve the mean correction over 4 flips of each crop (4x the net)
 
 
 def crop_geometry(boxes: torch.Tensor, cfg: CropLearnerConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,6 +96,17 @@ def base_logits(base: torch.Tensor, box: torch.Tensor, cfg: CropLearnerConfig) -
     -outside_logit outside it."""
     inside = cfg.base_logit * (2 * base - 1)
     return torch.where(box > 0.5, inside, torch.full_like(inside, -cfg.outside_logit))
+
+
+def flip_averaged(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The correction delta (N, S, S) averaged over the identity, horizontal, vertical and both
+    flips of the inputs (N, C, S, S), each flipped back: the same function of the crop, less
+    variance (test-time augmentation; training flips crops the same way)."""
+    total = 0.0
+    for dims in ((), (-1,), (-2,), (-2, -1)):
+        delta, _ = model(inputs.flip(dims) if dims else inputs)
+        total = total + (delta.flip(dims) if dims else delta)
+    return total / 4
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:

@@ -30,6 +30,7 @@ from box2mask.crop.learner import (
     base_logits,
     crop_geometry,
     crop_inputs,
+    flip_averaged,
     sample_crops,
 )
 from box2mask.ops.box_ops import validate_boxes
@@ -163,7 +164,11 @@ class CropLearnerPredictor:
         windows, grid_boxes = crop_geometry(boxes, cfg)
         rgb = sample_crops(self._image, windows, cfg.crop_size)
         base_crop = sample_masks(base, windows, cfg.crop_size)
-        delta, _ = self.model(crop_inputs(rgb, grid_boxes, base_crop))
+        inputs = crop_inputs(rgb, grid_boxes, base_crop)
+        if cfg.test_flips:
+            delta = flip_averaged(self.model, inputs)
+        else:
+            delta, _ = self.model(inputs)
         masks, confidence = self._paste(delta, base, boxes, windows)
         if points is not None and len(points):
             self._pin_clicks(masks, boxes, windows, points, point_labels)
@@ -247,5 +252,7 @@ def _check_config(cfg: CropLearnerConfig) -> None:
             )
     if cfg.margin_frac < 0 or cfg.margin_px < 0:
         raise ValueError("model_config margins must be >= 0")
+    if not isinstance(cfg.test_flips, bool):
+        raise ValueError(f"model_config test_flips must be true or false, got {cfg.test_flips!r}")
     if cfg.base not in ("default", "ellipse"):
         raise ValueError(f"model_config base must be 'default' or 'ellipse', got {cfg.base!r}")
