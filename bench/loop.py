@@ -3,6 +3,8 @@
     .venv/bin/python -m bench.loop --data ../shared/data/nuclei --learner crop --variants box --self-train
     .venv/bin/python -m bench.loop --data ../shared/data/balloon --learner crop --variants mixed
     .venv/bin/python -m bench.loop --data ../shared/data/balloon --learner tiny --iterations 300
+    .venv/bin/python -m bench.loop --data ../shared/data/balloon --learner crop --variants mixed \
+        --config configs/crop_photos.yaml --order uncertain   # label-next order after round 1
 
 Simulation: every train-split image is in a SQLite label store with its GT boxes and the current
 model's proposed masks (source "model", unverified). In round r a person "corrects" another third of
@@ -94,6 +96,21 @@ def _fill_store(store, data_dir: Path, predictor):
     return keys, {im["file_name"]: anns[im["id"]] for im in coco["images"] if im["id"] in anns}
 
 
+def _uncertain_first(data_dir: Path, keys: list, gt: dict, checkpoint: Path) -> list:
+    """`keys` (unlabeled images) by train/label_next.py: the images where the default and the
+    last candidate disagree most first."""
+    from box2mask import build_predictor
+    from box2mask.io.image_io import load_image
+    from train.label_next import label_order
+
+    images = []
+    for key in keys:
+        xywh = np.array([a["bbox"] for a in gt[key]], np.float32).reshape(-1, 4)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        images.append((key, load_image(data_dir / "images" / key), boxes))
+    return label_order(images, base=build_predictor(None), learner=build_predictor(checkpoint))
+
+
 def _correct(store, key: str, gt_anns: list[dict]):
     """A person replaces the proposals on `key` by the GT masks and verifies them."""
     from dataclasses import replace
@@ -154,10 +171,14 @@ def run_variant(name: str, args, tmp: Path) -> list[dict]:
     keys, gt = _fill_store(store, args.data, build_predictor(None))
     rows = []
     thirds = np.array_split(np.arange(len(keys)), 3)
+    unlabeled = list(keys)
     init_from, previous = "scratch", None
     for rnd, idx in enumerate(thirds, start=1):
-        for i in idx:
-            _correct(store, keys[i], gt[keys[i]])
+        if args.order == "uncertain" and previous is not None:
+            unlabeled = _uncertain_first(args.data, unlabeled, gt, previous)
+        batch, unlabeled = unlabeled[: len(idx)], unlabeled[len(idx) :]
+        for key in batch:
+            _correct(store, key, gt[key])
         started = time.perf_counter()
         result = retrain(
             store=store,
@@ -252,6 +273,13 @@ def main(argv=None) -> int:
         default="levelset",
         choices=["", "levelset"],
         help="tiny only: mask targets for box-only instances from the embedded default ('' = none)",
+    )
+    parser.add_argument(
+        "--order",
+        default="index",
+        choices=["index", "uncertain"],
+        help="which unlabeled images a round labels: index (file order) or uncertain (after "
+        "round 1, where the default and the last candidate disagree most: train/label_next.py)",
     )
     args = parser.parse_args(argv)
     crop = args.learner == "crop"
