@@ -31,7 +31,7 @@ def _closure(name: str, extras: tuple[str, ...]) -> dict[str, str]:
     while todo:
         dist_name, dist_extras = todo.pop()
         dist = metadata.distribution(dist_name)
-        key = _norm(dist.metadata["Name"])
+        key = _norm(dist.metadata["Name"] or dist_name)  # a broken install has no metadata
         if key in seen and not dist_extras:
             continue
         seen[key] = dist.version
