@@ -1,6 +1,8 @@
 """Property-based fuzzing (hypothesis) of every parser at the input boundary; one table.
 
-    .venv/bin/python bench/fuzz.py [--cases 10000] [--seed 0] [--only KIND] [--details]
+    .venv/bin/python -m bench.fuzz [--cases 10000] [--seed 0] [--only KIND] [--details]
+    .venv/bin/python -m bench.fuzz --only "image bytes" --draws 100 --shrink   # stop at a crash
+    .venv/bin/python -m bench.fuzz --self-check   # the judge sees a crash, a hang, a leftover
 
 Kinds (the strategies are bench/fuzz_inputs.py, the hand-picked cases bench/fuzz_examples.py, the
 checks bench/fuzz_checks.py; every case runs in a fresh temporary folder):
@@ -35,12 +37,9 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench import fuzz_inputs as inputs  # noqa: E402
-from bench.fuzz_checkpoints import check_checkpoint  # noqa: E402
-from bench.fuzz_checks import (  # noqa: E402
+from bench import fuzz_inputs as inputs
+from bench.fuzz_checkpoints import check_checkpoint
+from bench.fuzz_checks import (
     check_coco_import,
     check_coco_segment,
     check_image,
@@ -48,7 +47,8 @@ from bench.fuzz_checks import (  # noqa: E402
     check_yaml,
     warm_up,
 )
-from bench.fuzz_examples import EXAMPLES  # noqa: E402
+from bench.fuzz_examples import EXAMPLES
+from bench.fuzz_files import leftovers, snapshot
 
 KINDS = {  # name -> (strategy, check(case, folder) -> (status, detail), share of --cases)
     "coco segment": (inputs.coco_files(), check_coco_segment, 0.15),
@@ -127,10 +127,13 @@ def fuzz(
     kind: str, cases: int, seed_value: int, on_case, shrink: bool = False, examples=None
 ) -> None:
     """Run the hand-picked EXAMPLES of `kind`, then `cases` hypothesis examples (fixed seed);
-    on_case(kind, case, status, detail) sees each. `examples`: other hand-picked cases. With `shrink`, an on_case that raises gets its example shrunk (tests)."""
+    on_case(kind, case, status, detail) sees each. `examples`: other hand-picked cases. With
+    `shrink`, an on_case that raises gets its example shrunk."""
     warm_up()
     for case in EXAMPLES.get(kind, []) if examples is None else examples:
         on_case(kind, case, *run_case(kind, case))
+    if cases < 1:  # hand-picked cases only
+        return
     strategy = KINDS[kind][0]
     phases = [Phase.generate, Phase.shrink] if shrink else [Phase.generate]
 
@@ -149,7 +152,41 @@ def fuzz(
     one()
 
 
-def main() -> None:
+def _raises(case, folder):
+    raise KeyError("x")
+
+
+def _sleeps(case, folder):
+    time.sleep(5)
+
+
+def self_check() -> int:
+    """The judge itself: an uncaught exception, a hang and a file left behind are not passes.
+    Prints one line per probe (`probe: status: detail`); 1 when the judge missed one."""
+    KINDS["raises"] = (None, _raises, 0)
+    KINDS["sleeps"] = (None, _sleeps, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        before = snapshot(Path(tmp))
+        (Path(tmp) / "out.json.tmp").write_text("{")
+        leftover = leftovers(before, Path(tmp), set())
+    probes = {  # probe -> (what the judge said, what it must say)
+        "an uncaught exception": (run_case("raises", None), "crash"),
+        "a hang": (run_case("sleeps", None, limit=0.2), "hang"),
+        "a file left behind": (("crash", leftover) if leftover else ("correct", "none"), "crash"),
+    }
+    for probe, ((status, detail), _) in probes.items():
+        print(f"{probe}: {status}: {detail}")
+    return int(any(said[0] != want for said, want in probes.values()))
+
+
+def _slices(spec: str | None):
+    """ "0:7,20:22" -> [slice(0, 7), slice(20, 22)]; None -> everything."""
+    if spec is None:
+        return [slice(None)]
+    return [slice(*(int(x) if x else None for x in part.split(":"))) for part in spec.split(",")]
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=10_000, help="in-process cases in all")
     parser.add_argument(
@@ -160,22 +197,48 @@ def main() -> None:
         "--only", default=None, help="comma-separated kinds to run (default: all)", metavar="KINDS"
     )
     parser.add_argument("--details", action="store_true", help="print every crash and hang")
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=None,
+        help="hypothesis cases per kind (default: --cases shared)",
+    )
+    parser.add_argument(
+        "--examples", default=None, metavar="A:B,...", help="hand-picked cases to run (slices)"
+    )
+    parser.add_argument(
+        "--shrink",
+        action="store_true",
+        help="stop at the first crash or hang, shrunk to a minimal case (exit status 1)",
+    )
+    parser.add_argument("--list", action="store_true", help="print every case's outcome")
+    parser.add_argument("--self-check", action="store_true", help="probe the judge, then exit")
     args = parser.parse_args()
+    if args.self_check:
+        return self_check()
     counts = collections.defaultdict(collections.Counter)
     problems = []
 
     def on_case(kind, case, status, detail):
         counts[kind][status] += 1
+        if args.list:
+            print(f"{kind}: {status}: {detail}", flush=True)
         if status in ("crash", "hang"):
             problems.append((kind, status, detail, repr(case)[:300]))
+            if args.shrink:
+                raise AssertionError(f"{kind}: {status}: {detail}\ncase: {case!r}")
 
     start = time.time()
     for kind, (_, _, share) in KINDS.items():
         if args.only is not None and kind not in args.only.split(","):
             continue
         n = args.exit_cases if kind == "segment exit" else max(1, round(args.cases * share))
+        n = n if args.draws is None else args.draws
+        examples = [
+            case for part in _slices(args.examples) for case in EXAMPLES.get(kind, [])[part]
+        ]
         t0 = time.time()
-        fuzz(kind, n, args.seed, on_case)
+        fuzz(kind, n, args.seed, on_case, shrink=args.shrink, examples=examples)
         row = " ".join(f"{counts[kind][s]} {s}," for s in STATUSES)
         print(f"{kind}: {sum(counts[kind].values())} cases in {time.time() - t0:.0f} s: {row}",
               file=sys.stderr, flush=True)  # fmt: skip
@@ -193,7 +256,8 @@ def main() -> None:
             print(f"- {kind}: {status}: {detail}\n    case: {case}")
     elif problems:
         print(f"\n{len(problems)} crashes / hangs; rerun with --details to list them")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

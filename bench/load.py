@@ -34,6 +34,7 @@ bench/load_checks.py; this file runs them and prints the report.
 """
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -41,7 +42,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.load_checks import check_store, mask_memory_mb, memory_summary, percentile
@@ -135,6 +136,24 @@ def run_load(cfg: LoadConfig, workdir: Path) -> dict:
     }
 
 
+def result_json(result: dict) -> dict:
+    """The results of `run_load` as JSON: the checks, the users' errors, the ledger, outcomes and
+    timed requests per action, the RSS and soak series."""
+    ledger = result["ledger"]
+    return {
+        "checks": result["checks"],
+        "errors": result["errors"],
+        "ledger": ledger.to_json(),
+        "outcome": {f"{action} {how}": n for (action, how), n in ledger.outcome.items()},
+        "timed": {action: len(times) for action, times in ledger.times.items()},
+        "rss": result["rss"],
+        "soak": [asdict(sample) for sample in result["soak"]],
+        "mask_mb": result["mask_mb"],
+        "temp_mb": result["temp_mb"],
+        "images": result["images"],
+    }
+
+
 def print_report(cfg: LoadConfig, result: dict) -> None:
     ledger, checks = result["ledger"], result["checks"]
     print(
@@ -207,7 +226,13 @@ def main() -> None:
         action="store_true",
         help="sample server 0's RSS, fds, threads, Gradio temp folder and WAL every 10 s",
     )
+    parser.add_argument(
+        "--soak-every", type=float, default=None, metavar="S", help="the soak series every S s"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the results here (bench/load_checks.py)"
+    )
     args = parser.parse_args()
     cfg = LoadConfig(
         users=args.users,
@@ -218,12 +243,14 @@ def main() -> None:
         max_side=args.max_side,
         seed=args.seed,
         servers=args.servers,
-        soak_every_s=10.0 if args.soak else 0.0,
+        soak_every_s=args.soak_every or (10.0 if args.soak else 0.0),
     )
     workdir = Path(tempfile.mkdtemp(prefix="box2mask-load-"))
     try:
         result = run_load(cfg, workdir)
         print_report(cfg, result)
+        if args.json is not None:
+            args.json.write_text(json.dumps(result_json(result)))
     finally:
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)

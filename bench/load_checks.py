@@ -1,6 +1,13 @@
 """The checks of bench/load.py after a run: the store against the users' `Ledger`, the server's
-memory over the run, and the memory the sessions' decoded masks need."""
+memory over the run, and the memory the sessions' decoded masks need.
 
+    .venv/bin/python -m bench.load_checks RESULT.json [--store STORE.sqlite]
+
+checks a run again from the `--json` file of `python -m bench.load --keep` (its ledger and RSS
+series) and the store it kept; prints {"checks": ..., "memory": ...} as JSON.
+"""
+
+import argparse
 import collections
 import json
 import sqlite3
@@ -73,3 +80,21 @@ def mask_memory_mb(store_path: Path, open_images: list[str]) -> float:
         _, _, w, h = rle_to_bbox_xywh(json.loads(rle))
         per_image[image] += int(w) * int(h)
     return sum(per_image[k] for k in open_images if k) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("result", type=Path, help="the --json file of bench/load.py")
+    parser.add_argument("--store", type=Path, help="the run's label store (checked against it)")
+    args = parser.parse_args()
+    result = json.loads(args.result.read_text())
+    out = {}
+    if args.store is not None:
+        out["checks"] = check_store(args.store, Ledger.from_json(result["ledger"]))
+    if result.get("rss"):
+        out["memory"] = memory_summary([tuple(sample) for sample in result["rss"]])
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

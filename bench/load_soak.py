@@ -3,8 +3,14 @@
 `SoakSampler` samples the server process (RSS, open file descriptors, threads), Gradio's temp
 folder (the rendered JPEGs) and the SQLite store's WAL file; `print_series` prints one row per
 minute and says whether each is flat after the warm-up.
+
+    .venv/bin/python -m bench.load_soak RESULT.json [--warmup 120]
+
+prints the series again from the `--json` file of `python -m bench.load --soak`.
 """
 
+import argparse
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -85,3 +91,16 @@ def print_series(samples: list[Sample], warmup_s: float = 120.0, every_s: float 
         growth.append(f"{column} {first:.1f} -> {delta:+.1f}")
     print(f"\nafter {warmup_s:.0f} s of warm-up (first value -> growth to the last fifth): "
           + ", ".join(growth))  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("result", type=Path, help="the --json file of bench/load.py")
+    parser.add_argument("--warmup", type=float, default=120.0, help="seconds of warm-up")
+    args = parser.parse_args()
+    samples = [Sample(**sample) for sample in json.loads(args.result.read_text())["soak"]]
+    print_series(samples, warmup_s=args.warmup)
+
+
+if __name__ == "__main__":
+    main()

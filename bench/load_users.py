@@ -20,6 +20,33 @@ class Ledger:
     times: dict = field(default_factory=lambda: collections.defaultdict(list))  # action -> [s]
     outcome: collections.Counter = field(default_factory=collections.Counter)  # (action, result)
 
+    def to_json(self) -> dict:
+        """The label keys of the ledger as JSON (read back by `from_json`, bench/load_checks.py)."""
+        out = {name: sorted(_key_json(key) for key in getattr(self, name)) for name in KEY_SETS}
+        out["updates"] = sorted([_key_json(key), n] for key, n in self.updates.items())
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Ledger":
+        ledger = cls()
+        for name in KEY_SETS:
+            getattr(ledger, name).update(_key(item) for item in data[name])
+        ledger.updates.update({_key(item): n for item, n in data["updates"]})
+        return ledger
+
+
+KEY_SETS = ("added", "deleted", "accepted", "uncertain")  # the Ledger's sets of label keys
+
+
+def _key_json(key: tuple) -> list:
+    image, box, name = key
+    return [image, list(box), name]
+
+
+def _key(item: list) -> tuple:
+    image, box, name = item
+    return (image, tuple(box), name)
+
 
 def box_key(image: str, box: dict) -> tuple:
     return (image, (box["xmin"], box["ymin"], box["xmax"], box["ymax"]), box["label"])

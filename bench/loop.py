@@ -42,10 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _bench_quality():
     """bench/quality.py (its baselines: filled box, GrabCut) beside this file."""
-    try:
-        from bench import quality  # python -m bench.loop
-    except ModuleNotFoundError:  # python bench/loop.py: bench/ itself is on sys.path
-        import quality
+    from bench import quality
 
     return quality
 

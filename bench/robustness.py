@@ -1,6 +1,6 @@
 """Robustness: every bad input and fault of issue 8 items 1-2 fed to box2mask; one table.
 
-    .venv/bin/python bench/robustness.py [--details] [--only fault]
+    .venv/bin/python -m bench.robustness [--details] [--only fault]
 
 Each case runs in a fresh temporary folder, on tiny images, through the public entry points:
 `load_image`, `box2mask segment` (in process, as `box2mask.cli` would run it) and
@@ -25,18 +25,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.robustness_checkpoints import CHECKPOINTS, checkpoint_case  # noqa: E402
-from bench.robustness_faults import (  # noqa: E402
+from bench.robustness_checkpoints import CHECKPOINTS, checkpoint_case
+from bench.robustness_faults import (
     checkpoint_disk_full_case,
     store_sigkill_case,
     train_disk_full_case,
     train_sigkill_case,
 )
-from bench.robustness_images import BAD_FILES, ODD_FILES, load_case  # noqa: E402
-from bench.robustness_segment import (  # noqa: E402
+from bench.robustness_images import BAD_FILES, ODD_FILES, load_case
+from bench.robustness_segment import (
     BAD_BOXES,
     coco_cases,
     segment_box_case,

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from bench.clicks import iou
+from box2mask.ops.metrics import mask_iou as iou
 from train.robot_clicks import error_depth, next_click
 
 

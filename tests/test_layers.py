@@ -5,7 +5,8 @@ No module may import from a layer above its own; the CLI in box2mask names the s
 of every layer as strings and imports one only when it runs. Neither box2mask nor train imports an
 optional dependency (gradio, fiftyone), so `segment`, `train`, `eval` and `models` run without them.
 The FiftyOne integration (annotator/fiftyone/) is imported by the rest of annotator only when a
-FiftyOne dataset is opened. Benchmarks (bench/) may import anything; no package imports them.
+FiftyOne dataset is opened. Benchmarks (bench/) may import anything; no package or test imports
+them (a test runs one as `python -m bench.NAME`), and no file edits sys.path.
 """
 
 import ast
@@ -143,6 +144,42 @@ def test_imports_are_absolute():
         if isinstance(node, ast.ImportFrom) and node.level > 0
     ]
     assert not relative, "\n".join(relative)
+
+
+def test_tests_import_the_packages_not_the_benchmarks():
+    """Tests drive a benchmark as `python -m bench.NAME` in a subprocess, never import it."""
+    bad = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in _py_files("tests")
+        for line, name in _imports(path)
+        if name.split(".")[0] == "bench"
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def _edits_sys_path(node: ast.AST) -> bool:
+    """`sys.path.insert(...)` or `sys.path.append(...)`."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("insert", "append")
+        and isinstance(node.func.value, ast.Attribute)
+        and node.func.value.attr == "path"
+        and isinstance(node.func.value.value, ast.Name)
+        and node.func.value.value.id == "sys"
+    )
+
+
+def test_no_file_edits_sys_path():
+    """Everything is imported as a package from the repository root (`python -m bench.NAME`)."""
+    bad = [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for package in ("box2mask", "train", "annotator", "bench", "tests")
+        for path in _py_files(package)
+        for node in ast.walk(ast.parse(path.read_text()))
+        if _edits_sys_path(node)
+    ]
+    assert not bad, "\n".join(bad)
 
 
 MAX_LINES = 400  # a longer file is split by responsibility

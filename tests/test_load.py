@@ -1,15 +1,67 @@
 """Load: simulated annotators on a real `box2mask annotate` server lose and mix up no write.
 
 The short run (3 users x 15 s, ~50 s with the server start) is `-m slow`; the check it relies on
-(`check_store`) is tested by default against a store with hand-made damage.
+(`python -m bench.load_checks`) is tested by default against a store with hand-made damage. The
+benches run as subprocesses from the repository root (`python -m bench.NAME`).
 """
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from annotator.store import Label, SQLiteStore
-from bench.load import LoadConfig, run_load
-from bench.load_checks import check_store, memory_summary
-from bench.load_users import Ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _bench(module: str, *args, timeout: float = 120) -> str:
+    """The stdout of `python -m bench.MODULE ARGS` run from the repository root."""
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *map(str, args)],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+class Ledger:
+    """What the users were told, in the JSON form bench/load_checks.py reads."""
+
+    def __init__(self):
+        self.added, self.deleted, self.accepted, self.updates = set(), set(), set(), {}
+
+    def to_json(self) -> dict:
+        keys = {"added": self.added, "deleted": self.deleted, "accepted": self.accepted}
+        out = {name: [[i, list(box), c] for i, box, c in sorted(s)] for name, s in keys.items()}
+        updates = [[[i, list(box), c], n] for (i, box, c), n in self.updates.items()]
+        return {**out, "uncertain": [], "updates": updates}
+
+
+def check_store(store_path: Path, ledger: Ledger) -> dict:
+    result = store_path.with_name("result.json")
+    result.write_text(json.dumps({"ledger": ledger.to_json()}))
+    return json.loads(_bench("load_checks", result, "--store", store_path))["checks"]
+
+
+def _keys(items: list) -> set:
+    """Label keys (image, box, class) of a ledger's JSON list."""
+    return {(image, tuple(box), name) for image, box, name in items}
+
+
+def _run_load(tmp_path: Path, *args) -> dict:
+    """`python -m bench.load ARGS --json`: its results (bench/load.py's result_json)."""
+    out = tmp_path / "result.json"
+    _bench("load", *args, "--json", out, timeout=600)
+    return json.loads(out.read_text())
 
 
 def _label(image, box, name, **kw):
@@ -59,9 +111,10 @@ def test_check_store_finds_each_kind_of_damage(tmp_path):
     }
 
 
-def test_memory_summary_reports_growth_over_the_second_half():
+def test_memory_summary_reports_growth_over_the_second_half(tmp_path):
     samples = [(float(t), 100.0 + (t >= 6) * 50.0) for t in range(11)]
-    mem = memory_summary(samples)
+    (tmp_path / "result.json").write_text(json.dumps({"rss": samples}))
+    mem = json.loads(_bench("load_checks", tmp_path / "result.json"))["memory"]
     series = [100.0] * 6 + [150.0] * 5  # 11 samples: every tenth is one sample
     want = {"quarter": 100.0, "end": 150.0, "peak": 150.0, "second_half": 50.0, "series": series}
     assert mem == want
@@ -69,11 +122,12 @@ def test_memory_summary_reports_growth_over_the_second_half():
 
 @pytest.mark.slow
 def test_three_users_for_fifteen_seconds_lose_nothing(tmp_path):
-    result = run_load(LoadConfig(users=3, seconds=15, think_s=0.3, balloon=1), tmp_path)
+    args = ("--users", 3, "--seconds", 15, "--think", 0.3, "--balloon", 1)
+    result = _run_load(tmp_path, *args)
     ledger, checks = result["ledger"], result["checks"]
     assert result["errors"] == []
-    assert len(ledger.added) >= 3 and ledger.outcome[("accept", "ok")] >= 1
-    alive = len(ledger.added - ledger.deleted)
+    assert len(ledger["added"]) >= 3 and result["outcome"].get("accept ok", 0) >= 1
+    alive = len(_keys(ledger["added"]) - _keys(ledger["deleted"]))
     assert checks == {
         "lost": 0,
         "mixed up": 0,
@@ -81,29 +135,27 @@ def test_three_users_for_fifteen_seconds_lose_nothing(tmp_path):
         "resurrected": 0,
         "labels stored": alive,
     }
-    assert ledger.times["draw box"] and ledger.times["accept"]
+    assert result["timed"].get("draw box") and result["timed"].get("accept")
     assert len(result["rss"]) >= 10
 
 
-def test_soak_series_reports_growth_after_the_warm_up(capsys):
-    from bench.load_soak import Sample, flat_after_warmup, print_series
-
-    samples = [Sample(10.0 * i, 700 + min(i, 5), 40, 12, 1.0 + i, 0.5) for i in range(60)]
-    assert flat_after_warmup(samples, "rss_mb", warmup_s=120) == (705, 0)
-    assert flat_after_warmup(samples, "temp_mb", warmup_s=120)[1] > 30  # a growing temp folder
-    print_series(samples)
-    out = capsys.readouterr().out
+def test_soak_series_reports_growth_after_the_warm_up(tmp_path):
+    columns = ("t", "rss_mb", "fds", "threads", "temp_mb", "wal_mb")
+    samples = [(10.0 * i, 700 + min(i, 5), 40, 12, 1.0 + i, 0.5) for i in range(60)]
+    soak = [dict(zip(columns, sample, strict=True)) for sample in samples]
+    (tmp_path / "result.json").write_text(json.dumps({"soak": soak}))
+    out = _bench("load_soak", tmp_path / "result.json", "--warmup", 120)
     assert out.count("\n| ") == 1 + 11  # the header, a row a minute (0..9) and the last
-    assert "rss_mb 705.0 -> +0.0" in out
+    assert "rss_mb 705.0 -> +0.0" in out  # flat after the warm-up
+    temp_growth = float(re.search(r"temp_mb [0-9.]+ -> \+([0-9.]+)", out).group(1))
+    assert temp_growth > 30  # a growing temp folder
 
 
 @pytest.mark.slow
 def test_two_servers_on_one_store_lose_nothing(tmp_path):
     """1-4 min: 2 `box2mask annotate` processes on one folder, 2 users each, for 15 s."""
-    result = run_load(
-        LoadConfig(users=4, servers=2, seconds=15, think_s=0.3, balloon=1, soak_every_s=5),
-        tmp_path,
-    )
+    args = ("--users", 4, "--servers", 2, "--seconds", 15, "--think", 0.3, "--balloon", 1)
+    result = _run_load(tmp_path, *args, "--soak-every", 5)
     assert result["errors"] == []
     assert {k: v for k, v in result["checks"].items() if k != "labels stored"} == {
         "lost": 0,
@@ -111,4 +163,4 @@ def test_two_servers_on_one_store_lose_nothing(tmp_path):
         "revision": 0,
         "resurrected": 0,
     }
-    assert len(result["soak"]) >= 2 and result["soak"][0].fds > 0
+    assert len(result["soak"]) >= 2 and result["soak"][0]["fds"] > 0
