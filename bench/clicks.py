@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from box2mask.ops.metrics import mask_iou
 from train.box_prompt_eval import load_dataset
 from train.robot_clicks import next_click
 
@@ -94,12 +95,6 @@ class Track:
     click_ms: list = field(default_factory=list)  # ms of each click's new mask
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of two bool masks (1 when both are empty)."""
-    union = np.count_nonzero(a | b)
-    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
-
-
 def takes_previous(predictor) -> bool:
     """Whether the predictor's `predict` accepts `init_masks` (the previous mask)."""
     import inspect
@@ -114,7 +109,7 @@ def run_instance(predictor, gt, box, track: Track, max_clicks: int, previous: bo
     start = time.perf_counter()
     pred = predictor.predict(boxes)[0][0]
     track.box_ms.append((time.perf_counter() - start) * 1000)
-    ious = [iou(pred, gt)]
+    ious = [mask_iou(pred, gt)]
     points, labels = [], []
     clicked = np.zeros_like(gt)
     while len(points) < max_clicks and not (len(points) >= STOP_AFTER and max(ious) >= 0.90):
@@ -134,7 +129,7 @@ def run_instance(predictor, gt, box, track: Track, max_clicks: int, previous: bo
         start = time.perf_counter()
         pred = predictor.predict(boxes, **options)[0][0]
         track.click_ms.append((time.perf_counter() - start) * 1000)
-        ious.append(iou(pred, gt))
+        ious.append(mask_iou(pred, gt))
         track.clicks += 1
         track.lowered += ious[-1] < ious[-2] - 1e-9
     ious += [ious[-1]] * (max_clicks + 1 - len(ious))  # the mask stays as it is
