@@ -36,7 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "mask's tight XYWH box; `bbox` is kept as it was). An annotation that fails (bad\n"
         "image, bad box) is written unchanged plus `box2mask_error`, reported on stderr, and the\n"
         "exit status is 1. A killed run resumes from OUT.json.partial/ when rerun with the same\n"
-        "arguments. Under `torchrun --nproc-per-node N` each process segments its share of images."
+        "arguments. Under `torchrun --nproc-per-node N` each process segments its share of images.\n"
+        "Clicks: an annotation may carry `box2mask_points`, [[x, y, label], ...] in image pixels\n"
+        "(label 1 object, 0 background); its box is then segmented with those clicks, as the\n"
+        "annotator's clicks are, and with --refine-existing they correct its `segmentation`."
     )
     parser.add_argument("--images", required=True, metavar="DIR", help="folder of the images")
     parser.add_argument(

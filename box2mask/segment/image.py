@@ -12,6 +12,7 @@ import numpy as np
 from box2mask.io.rle import decode_segmentation, encode_rle
 from box2mask.ops.box_ops import BoxError, validate_box, xywh_to_xyxy
 from box2mask.segment.errors import SegmentError
+from box2mask.segment.points import POINTS_FIELD, PointsError, parse_points, predict_with_points
 
 __all__ = [
     "MAX_MASK_BYTES",
@@ -20,6 +21,7 @@ __all__ = [
     "takes_init_masks",
     "refine_options",
     "check_refines",
+    "check_clicks",
 ]
 
 MAX_MASK_BYTES = 1 << 28  # boxes per predict call are capped so (N, H, W) bool masks stay < 256 MiB
@@ -47,6 +49,9 @@ def segment_image(
         refine_existing: an annotation that carries a non-empty `segmentation` (RLE or polygons)
             is refined by the predictor started from that mask instead of from its box
             (`refine_options`: a short evolution of REFINE_STEPS).
+    An annotation that carries clicks (`box2mask_points`: [[x, y, label], ...] in image pixels,
+    label 1 object / 0 background) is predicted alone with them, as the annotator's clicks are;
+    with `refine_existing` and a `segmentation`, the clicks correct that mask (`init_masks`).
     Returns:
         [(ord, RLE dict or None, score or None, error or None)], one per annotation, in order;
         a bad box (or, with `refine_existing`, a bad segmentation) gets an error naming the
@@ -54,6 +59,7 @@ def segment_image(
     """
     height, width = image.shape[:2]
     results, plain, refined = {}, [], []  # [(ord, box XYXY, segmentation to start from)]
+    clicked = []  # [(ord, box XYXY, segmentation or None, points, labels)]
     for ord_, ann in anns:
         name = f"annotation {ann['id']!r}" if "id" in ann else f"annotation #{ord_} (no id)"
         try:
@@ -66,6 +72,14 @@ def segment_image(
         except (BoxError, ValueError, TypeError) as err:
             results[ord_] = (ord_, None, None, f"{name}: bad bbox: {err}")
             continue
+        clicks = None
+        if ann.get(POINTS_FIELD) is not None:
+            try:
+                clicks = parse_points(ann[POINTS_FIELD], width=width, height=height)
+                check_clicks(predictor)
+            except PointsError as err:
+                results[ord_] = (ord_, None, None, f"{name}: {err}")
+                continue
         if refine_existing and ann.get("segmentation"):
             try:  # decoded here to check it, again per chunk below (flat memory)
                 empty = not decode_segmentation(ann["segmentation"], height, width).any()
@@ -73,10 +87,16 @@ def segment_image(
                 results[ord_] = (ord_, None, None, f"{name}: bad segmentation: {err}")
                 continue
             if not empty:  # an empty mask has nothing to refine: segmented from its box
-                refined.append((ord_, box, ann["segmentation"]))
+                if clicks is None:
+                    refined.append((ord_, box, ann["segmentation"]))
+                else:
+                    clicked.append((ord_, box, ann["segmentation"], *clicks))
                 continue
-        plain.append((ord_, box, None))
-    if plain or refined:
+        if clicks is None:
+            plain.append((ord_, box, None))
+        else:
+            clicked.append((ord_, box, None, *clicks))
+    if plain or refined or clicked:
         if state is None:
             predictor.set_image(image)
         else:
@@ -93,6 +113,12 @@ def segment_image(
                 masks, scores = predictor.predict(boxes, **options)
                 for (ord_, *_), mask, score in zip(part, masks, scores, strict=True):
                     results[ord_] = (ord_, encode_rle(mask), float(score), None)
+        for ord_, box, seg, points, labels in clicked:
+            options = {}
+            if seg is not None:  # the clicks correct the given mask
+                options["init_masks"] = decode_segmentation(seg, height, width)[None]
+            mask, score = predict_with_points(predictor, box, points, labels, **options)
+            results[ord_] = (ord_, encode_rle(mask), score, None)
     return [results[ord_] for ord_, _ in anns]
 
 
@@ -114,6 +140,15 @@ def refine_options(predictor, init_masks: np.ndarray) -> dict:
     ):
         options["steps"] = REFINE_STEPS
     return options
+
+
+def check_clicks(predictor) -> None:
+    """Raise PointsError unless `predictor.predict` takes `points` and `point_labels`."""
+    parameters = inspect.signature(predictor.predict).parameters
+    if not {"points", "point_labels"} <= set(parameters) and not any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    ):
+        raise PointsError(f"{type(predictor).__name__}.predict takes no clicks (points)")
 
 
 def check_refines(predictor) -> None:
