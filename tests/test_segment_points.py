@@ -139,3 +139,42 @@ def test_segment_clicks_need_a_predictor_that_takes_them(tmp_path):
     results = segment_image(BoxesOnly(), image, anns)
     assert results[0][3] == "annotation 5: BoxesOnly.predict takes no clicks (points)"
     assert results[1][3] is None and results[1][1] is not None
+
+
+def test_fiftyone_prompt_clicks_take_the_predictor_path(tmp_path, caplog):
+    fo = pytest.importorskip("fiftyone")
+    try:
+        dataset = fo.Dataset()
+    except Exception as err:  # noqa: BLE001 - any failure to start the database
+        pytest.skip(f"FiftyOne's database (mongod) cannot start here: {err}")
+    from annotator.fiftyone.convert import paste_mask
+    from annotator.fiftyone.model import Box2MaskFiftyOneModel
+
+    image, red = _two_regions()
+    Image.fromarray(image).save(tmp_path / "a.png")
+    bbox = [0.2, 0.25, 0.6, 0.5]  # BOX in [0, 1] coordinates
+    prompts = [
+        fo.Detection(label="thing", bounding_box=bbox),
+        fo.Detection(label="thing", bounding_box=bbox, box2mask_points=[[0.655, 0.50625, 0]]),
+        fo.Detection(label="thing", bounding_box=bbox, box2mask_points=[[0.655, 1.5, 0]]),
+    ]
+    try:
+        dataset.add_sample(
+            fo.Sample(filepath=str(tmp_path / "a.png"), gt=fo.Detections(detections=prompts))
+        )
+        model = Box2MaskFiftyOneModel(checkpoint=None, device="cpu")
+        with caplog.at_level("WARNING"):
+            dataset.apply_model(model, label_field="pred", prompt_field="gt", progress=False)
+        preds = dataset.first().pred.detections
+        assert len(preds) == 2  # the prompt with a click outside the image is skipped, named
+        assert "box2mask_points[0]: (0.655, 1.5) lies outside the [0, 1] image" in caplog.text
+        full = [paste_mask(p.mask, p.bounding_box, W, H) for p in preds]
+        model.predictor.set_image(image)
+        direct = model.predictor.predict(
+            BOX, points=np.array([[65.5, 40.5]]), point_labels=np.array([0])
+        )[0][0]
+        assert (full[1] == direct).all() and iou(full[1], red) > 0.9
+        assert (full[0] == model.predictor.predict(BOX)[0][0]).all()
+        assert not (full[0] == full[1]).all()
+    finally:
+        dataset.delete()

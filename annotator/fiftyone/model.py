@@ -10,7 +10,10 @@ Every detection of the prompt field gets a new detection in `label_field` with t
 box snapped to the pixel grid and clipped to the image, a box-cropped mask (FiftyOne's
 convention), the predictor's score as `confidence`, and the attributes `source="model"`,
 `model_version`, `prompt_id` (the prompt detection's id) and `revision=1`. The prompt field is
-only read. A prompt box that covers no pixel of the image is skipped with a warning.
+only read. A prompt box that covers no pixel of the image is skipped with a warning. A prompt
+detection with clicks, `box2mask_points` = [[x, y, label], ...] in [0, 1] image coordinates
+(label 1 object, 0 background), is segmented with them, as the annotator's clicks are; one whose
+clicks are malformed is skipped with a warning naming them.
 """
 
 import logging
@@ -22,6 +25,7 @@ import numpy as np
 from annotator.fiftyone.convert import crop_mask, pixel_window, tight_bbox, window_to_bbox
 from box2mask.io.image_io import to_rgb_uint8
 from box2mask.ops.mask_quality import quality_features, quality_score
+from box2mask.segment.points import POINTS_FIELD, PointsError, parse_points, predict_with_points
 
 __all__ = ["Box2MaskFiftyOneModel"]
 
@@ -116,7 +120,7 @@ class Box2MaskFiftyOneModel(fom.Model, fom.SamplesMixin):
             )
         image = to_rgb_uint8(arg)
         height, width = image.shape[:2]
-        usable, windows = [], []
+        usable, windows, clicks = [], [], []
         for det in prompts.detections:
             x0, y0, x1, y1 = pixel_window(det.bounding_box, width, height)
             if x1 <= x0 or y1 <= y0:
@@ -129,8 +133,16 @@ class Box2MaskFiftyOneModel(fom.Model, fom.SamplesMixin):
                     height,
                 )
                 continue
+            points = det.get_field(POINTS_FIELD) if det.has_field(POINTS_FIELD) else None
+            if points is not None:
+                try:
+                    points = parse_points(points, width=width, height=height, normalized=True)
+                except PointsError as err:
+                    logger.warning("%s: prompt %s: %s; skipped", sample.filepath, det.id, err)
+                    continue
             usable.append(det)
             windows.append((x0, y0, x1, y1))
+            clicks.append(points)
         if not usable:
             return fo.Detections()
         self.predictor.set_image(image)
@@ -138,7 +150,7 @@ class Box2MaskFiftyOneModel(fom.Model, fom.SamplesMixin):
         for start in range(0, len(usable), self.boxes_per_call):
             stop = start + self.boxes_per_call
             chunk = windows[start:stop]
-            masks, scores = self.predictor.predict(np.asarray(chunk, dtype=np.float64))
+            masks, scores = self._predict(chunk, clicks[start:stop])
             # review queue: sort the App by `box2mask.detections.quality` (lowest = likely error)
             quality = quality_score(quality_features(masks, chunk), scores).tolist()
             for det, window, mask, score, q in zip(
@@ -160,3 +172,21 @@ class Box2MaskFiftyOneModel(fom.Model, fom.SamplesMixin):
                     )
                 )
         return fo.Detections(detections=detections)
+
+    def _predict(self, windows, clicks):
+        """Masks (N, H, W) and scores (N,) of the windows (XYXY pixels); a window with clicks
+        (points, labels) is predicted alone with them, the rest together."""
+        boxes = np.asarray(windows, dtype=np.float64)
+        plain = [i for i, c in enumerate(clicks) if c is None]
+        masks, scores = None, np.zeros(len(windows))
+        if plain:
+            some, some_scores = self.predictor.predict(boxes[plain])
+            masks = np.zeros((len(windows), *some.shape[1:]), dtype=bool)
+            masks[plain], scores[plain] = some, some_scores
+        for i, c in enumerate(clicks):
+            if c is not None:
+                mask, scores[i] = predict_with_points(self.predictor, boxes[i], *c)
+                if masks is None:
+                    masks = np.zeros((len(windows), *mask.shape), dtype=bool)
+                masks[i] = mask
+        return masks, scores

@@ -53,8 +53,8 @@ def parse_points(value, *, width: int, height: int, normalized: bool = False):
             raise PointsError(f"{POINTS_FIELD}[{i}]: label must be 1 (object) or 0, got {label!r}")
         px, py = x * scale[0], y * scale[1]
         if not (0 <= px <= width and 0 <= py <= height):
-            unit = "of the image" if normalized else f"pixels of the {width}x{height} image"
-            raise PointsError(f"{POINTS_FIELD}[{i}]: ({x}, {y}) lies outside the {unit}")
+            frame = "[0, 1] image" if normalized else f"{width}x{height} pixel image"
+            raise PointsError(f"{POINTS_FIELD}[{i}]: ({x}, {y}) lies outside the {frame}")
         points.append((min(px, width - 0.5), min(py, height - 0.5)))
         labels.append(int(label))
     return np.asarray(points, dtype=np.float64), np.asarray(labels, dtype=np.int64)
