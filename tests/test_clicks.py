@@ -178,3 +178,13 @@ def test_a_session_click_corrects_the_shown_mask_like_predict_directly(tmp_path)
     )
     assert (after == direct[0]).all() and (after != shown).any()
     store.close()
+
+
+def test_the_walk_takes_as_many_steps_as_the_grid_side_at_least_the_floor():
+    from box2mask.levelset.clicks import walk_iterations
+    from box2mask.levelset.segmenter import LevelSetConfig
+
+    cfg = LevelSetConfig()  # 30 steps at grid_size 96, at least 15
+    assert [walk_iterations(s, cfg) for s in (96, 64, 48, 24)] == [30, 20, 15, 15]
+    assert walk_iterations(24, LevelSetConfig(min_walk_iterations=30)) == 30  # the old behaviour
+    assert walk_iterations(24, LevelSetConfig(walk_iterations=10)) == 10  # floor <= the maximum

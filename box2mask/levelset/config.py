@@ -52,6 +52,9 @@ class LevelSetConfig:
     click_reach_width: float = 3.0  # "walk": the tie to the previous mask grows beyond this
     # many reaches (`clicks.click_tie`)
     walk_beta: float = 1.0  # "walk": edge weight exp(-beta d^2 / mean d^2) of Lab distance d
-    walk_iterations: int = 30  # "walk": conjugate-gradient steps of the random walk
+    walk_iterations: int = 30  # "walk": conjugate-gradient steps of the random walk on a
+    # grid_size grid; a smaller grid S takes walk_iterations * S / grid_size (CG needs about
+    # as many steps as the grid's side), but at least min_walk_iterations
+    min_walk_iterations: int = 15  # "walk": fewest conjugate-gradient steps on small grids
     keep_prior_radius: int = 1  # grid pixels this near a change come from phi, the rest from the
     # starting shape at image resolution (ellipse or init mask); -1 = always resample phi
