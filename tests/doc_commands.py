@@ -24,6 +24,7 @@ to list every command and how it is checked.
 
 import argparse
 import contextlib
+import fnmatch
 import importlib
 import importlib.util
 import inspect
@@ -277,9 +278,18 @@ def _parse_module_main(module_name: str, args: list[str]) -> str | None:
     return f"{module_name}.main() returned without parsing arguments"
 
 
+def _ignored_patterns(repo: Path) -> list[str]:
+    """The .gitignore patterns that name files anywhere (`*.sqlite`, `runs/`): outputs a command
+    makes, so a documented path matching one need not exist yet."""
+    path = repo / ".gitignore"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [p.strip().rstrip("/") for p in lines if p.strip() and not p.startswith(("#", "!", "/"))]
+
+
 def _check_paths(words: list[str], repo: Path) -> list[str]:
     """Words that name a file in the repository (or ../shared) that does not exist."""
     problems = []
+    ignored = _ignored_patterns(repo)
     shared = (repo / ".." / "shared").exists()
     for word in words:
         for value in (word, word.split("=", 1)[-1]) if word.startswith("-") else (word,):
@@ -287,6 +297,10 @@ def _check_paths(words: list[str], repo: Path) -> list[str]:
             if not value or any(ch in value for ch in "*?[$"):
                 continue
             first = value.split("/")[0]
+            if any(
+                fnmatch.fnmatch(part, pattern) for part in value.split("/") for pattern in ignored
+            ):
+                continue  # an output (the label store, a run folder)
             if (first in REPO_FOLDERS and "/" in value) or (
                 first == ".." and value.startswith("../shared/") and shared
             ):
