@@ -128,6 +128,7 @@ def run(args) -> int:
 
     from annotator.app import SHORTCUTS_JS, build_app
     from annotator.predictor_service import PredictorService
+    from annotator.web_api import web_routes
     from box2mask import build_predictor
 
     if args.fiftyone:
@@ -192,6 +193,16 @@ def run(args) -> int:
             head=SHORTCUTS_JS,
             footer_links=[],
             show_error=True,
+            # the canvas front-end at /b2m/ (annotator/web_api.py): same session, store, login
+            app_kwargs={
+                "routes": web_routes(
+                    store=store,
+                    images_dir=images_dir,
+                    service=service,
+                    classes=classes,
+                    export_dir=export_dir,
+                )
+            },
         )
     finally:
         cleaner.stop(remove=not user_temp)
