@@ -207,11 +207,8 @@ def extract(path: Path) -> list[DocCommand]:
     return found
 
 
-def all_commands(repo: Path = REPO) -> list[DocCommand]:
+def all_commands(repo: Path = REPO) -> list[DocCommand]:  # every document's commands
     return [c for path in doc_files(repo) for c in extract(path)]
-
-
-# ----------------------------------------------------------------------------------- checks
 
 
 def _parse_box2mask(args: list[str]) -> str | None:
@@ -312,9 +309,7 @@ def _check_paths(words: list[str], repo: Path) -> list[str]:
 def _check_python(args: list[str], repo: Path) -> list[str]:
     while args and args[0].startswith("-") and args[0] not in ("-m", "-c"):
         args = args[1:]  # -u, -X ..., -O
-    if not args:
-        return []
-    if args[0] == "-c":
+    if not args or args[0] == "-c":
         return []
     if args[0] != "-m":
         return [] if (repo / args[0]).exists() else [f"runs {args[0]}, which does not exist"]
