@@ -30,6 +30,7 @@ def label_json(session, key: int) -> dict:
         box=[float(x0), float(y0), float(x1), float(y1)],
         cls=name,
         color=list(class_color(session.classes, name)),
+        revision=label.revision,
         verified=bool(label.verified),
         source=label.source,
         score=None if label.score is None else round(float(label.score), 3),
