@@ -84,15 +84,19 @@ def run_load(cfg: LoadConfig, workdir: Path) -> dict:
             api["delete box"] = api["draw box"]  # a delete is a box list without the box
         sampler = RSSSampler(servers[0][0].pid)
         sampler.start()
+        ledger = Ledger()
         soak = None
         if cfg.soak_every_s > 0:
             from bench.load_soak import SoakSampler
 
             soak = SoakSampler(
-                servers[0][0].pid, workdir / "gradio-tmp", store_path, every_s=cfg.soak_every_s
+                servers[0][0].pid,
+                workdir / "gradio-tmp",
+                store_path,
+                every_s=cfg.soak_every_s,
+                times=ledger.times,
             )
             soak.start()
-        ledger = Ledger()
         deadline = time.time() + cfg.seconds
         users = [
             Annotator(

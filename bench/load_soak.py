@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-COLUMNS = ("rss_mb", "fds", "threads", "temp_mb", "wal_mb")
+COLUMNS = ("rss_mb", "fds", "threads", "temp_mb", "wal_mb", "p50_ms", "p95_ms")
 
 
 @dataclass
@@ -27,6 +27,8 @@ class Sample:
     threads: int  # its threads
     temp_mb: float  # size of Gradio's temp folder
     wal_mb: float  # size of the store's -wal file (0 when checkpointed away)
+    p50_ms: float = 0.0  # median ms per user event finished since the previous sample
+    p95_ms: float = 0.0  # their 95th percentile (0 when none finished)
 
 
 def folder_mb(folder: Path) -> float:
@@ -42,9 +44,14 @@ def folder_mb(folder: Path) -> float:
 class SoakSampler(threading.Thread):
     """Samples one server process every `every_s` seconds until `stop` is set."""
 
-    def __init__(self, pid: int, temp_dir: Path, store_path: Path, every_s: float = 10.0):
+    def __init__(
+        self, pid: int, temp_dir: Path, store_path: Path, every_s: float = 10.0, times=None
+    ):
         super().__init__(daemon=True)
         import psutil
+
+        self.times = times  # the users' Ledger.times (action -> [s]), or None
+        self.seen: dict = {}  # action -> how many of its times earlier samples used
 
         self.process, self.temp_dir, self.every_s = psutil.Process(pid), temp_dir, every_s
         self.wal = Path(f"{store_path}-wal")
@@ -63,8 +70,24 @@ class SoakSampler(threading.Thread):
             wal = self.wal.stat().st_size / 2**20 if self.wal.exists() else 0.0
             sample = Sample(time.perf_counter() - start, rss, fds, threads, 0.0, wal)
             sample.temp_mb = folder_mb(self.temp_dir)
+            sample.p50_ms, sample.p95_ms = self.new_percentiles()
             self.samples.append(sample)
             self.stop.wait(self.every_s)
+
+    def new_percentiles(self) -> tuple[float, float]:
+        """(p50, p95) in ms of the events timed since the previous sample."""
+        if self.times is None:
+            return 0.0, 0.0
+        new = []
+        for action, times in list(self.times.items()):
+            n = len(times)
+            new += times[self.seen.get(action, 0) : n]
+            self.seen[action] = n
+        if not new:
+            return 0.0, 0.0
+        new.sort()
+        pick = lambda q: new[min(len(new) - 1, int(q * len(new)))] * 1000  # noqa: E731
+        return pick(0.5), pick(0.95)
 
 
 def flat_after_warmup(samples: list[Sample], column: str, warmup_s: float) -> tuple[float, float]:
@@ -77,13 +100,13 @@ def flat_after_warmup(samples: list[Sample], column: str, warmup_s: float) -> tu
 
 def print_series(samples: list[Sample], warmup_s: float = 120.0, every_s: float = 60.0) -> None:
     """One Markdown row per `every_s` of samples, then the growth after `warmup_s` per column."""
-    print("\n| minute | RSS MB | open fds | threads | Gradio temp MB | WAL MB |")
-    print("|---|---|---|---|---|---|")
+    print("\n| minute | RSS MB | open fds | threads | Gradio temp MB | WAL MB | p50 ms | p95 ms |")
+    print("|---|---|---|---|---|---|---|---|")
     next_t = 0.0
     for s in samples:
         if s.t + 1e-6 >= next_t or s is samples[-1]:
             print(f"| {s.t / 60:.1f} | {s.rss_mb:.0f} | {s.fds} | {s.threads} | "
-                  f"{s.temp_mb:.1f} | {s.wal_mb:.2f} |")  # fmt: skip
+                  f"{s.temp_mb:.1f} | {s.wal_mb:.2f} | {s.p50_ms:.0f} | {s.p95_ms:.0f} |")  # fmt: skip
             next_t += every_s
     growth = []
     for column in COLUMNS:
