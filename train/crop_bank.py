@@ -16,6 +16,7 @@ run resumes with the same dataset and crop geometry.
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from box2mask.crop.learner import (
 from box2mask.crop.losses import crop_affinity
 from box2mask.crop.predictor import sample_masks
 from box2mask.io.atomic_write import atomic_write
-from box2mask.io.image_io import load_image
+from box2mask.io.image_io import ImageLoadError, load_image
 from train.crop_augment import jitter_windows
 from train.dataset import CocoBoxDataset, DatasetError, _decode_segmentation
 
@@ -105,8 +106,20 @@ def build_crop_bank(
         if not anns:
             continue
         path = dataset.image_dir / info["file_name"]
-        image = load_image(path)
+        try:
+            image = load_image(path)
+        except ImageLoadError as err:  # unreadable mid-run: skip it, never a half-built bank
+            warnings.warn(f"crop bank: skipped {err}", stacklevel=2)
+            continue
         height, width = image.shape[:2]
+        expected = (info.get("height", height), info.get("width", width))
+        if (height, width) != tuple(expected):  # changed since it was labelled
+            warnings.warn(
+                f"crop bank: skipped {path}: image is {width}x{height}, its labels are for "
+                f"{expected[1]}x{expected[0]} (changed after labelling)",
+                stacklevel=2,
+            )
+            continue
         boxes_np = np.clip(np.stack([b for b, _, _ in anns]), 0, [width, height, width, height])
         keep = (boxes_np[:, 2] - boxes_np[:, 0] >= 1) & (boxes_np[:, 3] - boxes_np[:, 1] >= 1)
         if not keep.any():
