@@ -50,6 +50,8 @@ class CropLearnerConfig:
     base_logit: float = 2.0  # logit of the base mask inside the box (+ object, - background)
     outside_logit: float = 8.0  # logit -outside_logit outside the box: never any mask there
     test_flips: bool = False  # serve the mean correction over 4 flips of each crop (4x the net)
+    click_channels: bool = False  # 3 more inputs: +/- click discs and the previous mask (clicks)
+    click_radius: float = 2.0  # radius (grid pixels) of each click's disc in the click maps
 
 
 def crop_geometry(boxes: torch.Tensor, cfg: CropLearnerConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,13 +123,13 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class CropUNet(nn.Module):
-    """inputs (N, 6, S, S) -> delta logits (N, S, S) and features (N, width, S, S)."""
-
-    in_channels = 6
+    """inputs (N, C, S, S) -> delta logits (N, S, S) and features (N, width, S, S); C = 6, or 9
+    with `click_channels` (`crop_inputs` then the +/- click maps and the previous mask)."""
 
     def __init__(self, cfg: CropLearnerConfig):
         super().__init__()
         self.cfg = cfg
+        self.in_channels = 9 if cfg.click_channels else 6
         widths = [cfg.width * 2**i for i in range(cfg.levels)]
         self.down = nn.ModuleList()
         c_in = self.in_channels

@@ -14,7 +14,10 @@ mask = logit > 0. With delta = 0 (an untrained learner) the masks are the base's
 pixel. Clicks (`points`, `point_labels`) with the default as base are the base's: it re-segments
 around them starting from `init_masks` (the mask the person saw; without it, this learner's own
 mask of the box), and its result is returned as is, so the residual never undoes a click. With
-the ellipse base a click pins a disc of `click_radius` grid pixels in the final mask.
+the ellipse base a click pins a disc of `click_radius` grid pixels in the final mask. A
+click-aware checkpoint (`click_channels`) instead reads its clicks as +/- disc maps and the
+previous mask (`init_masks`, or its own mask of the box) as three more input channels
+(box2mask/crop/click_maps.py) and returns its own corrected mask.
 """
 
 import math
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from box2mask.crop.click_maps import click_maps
 from box2mask.crop.learner import (
     KIND,
     CropLearnerConfig,
@@ -154,7 +158,16 @@ class CropLearnerPredictor:
         if n == 0:
             return np.zeros((0, height, width), dtype=bool), np.zeros(0, dtype=np.float32)
         boxes = torch.as_tensor(boxes_np, dtype=torch.float32, device=self.device)
-        if self._default is not None and points is not None and len(points):
+        clicked = points is not None and len(points) > 0
+        if clicked and point_labels is None:
+            raise ValueError("points given without point_labels")
+        previous = None
+        if clicked and cfg.click_channels:  # its own click channels over the previous mask
+            previous = options.pop("init_masks", None)
+            if previous is None:  # the clicks correct this learner's own mask
+                previous = self.predict(boxes_np, **options)[0]
+            previous = torch.as_tensor(np.asarray(previous), device=self.device).bool()
+        elif self._default is not None and clicked:
             if options.get("init_masks") is None:  # the clicks correct this learner's own mask
                 options["init_masks"] = self.predict(boxes_np, **options)[0]
             return self._default.predict(
@@ -165,15 +178,33 @@ class CropLearnerPredictor:
         rgb = sample_crops(self._image, windows, cfg.crop_size)
         base_crop = sample_masks(base, windows, cfg.crop_size)
         inputs = crop_inputs(rgb, grid_boxes, base_crop)
+        if cfg.click_channels:
+            inputs = self._click_inputs(inputs, windows, base_crop, previous, points, point_labels)
         if cfg.test_flips:
             delta = flip_averaged(self.model, inputs)
         else:
             delta, _ = self.model(inputs)
         masks, confidence = self._paste(delta, base, boxes, windows)
-        if points is not None and len(points):
+        if clicked and not cfg.click_channels:
             self._pin_clicks(masks, boxes, windows, points, point_labels)
         scores = confidence if base_scores is None else base_scores
         return masks, np.asarray(scores, dtype=np.float32)
+
+    def _click_inputs(self, inputs, windows, base_crop, previous, points, point_labels):
+        """inputs (N, 6, S, S) -> (N, 9, S, S): the +/- click maps and the previous mask
+        (+1 / -1; the base mask without clicks)."""
+        size = self.cfg.crop_size
+        if points is None or len(points) == 0:
+            points_t = torch.zeros(0, 2, device=self.device)
+            labels_t = torch.zeros(0, dtype=torch.bool, device=self.device)
+        else:
+            points_t = torch.as_tensor(np.asarray(points, dtype=np.float32).reshape(-1, 2))
+            labels_t = torch.as_tensor(np.asarray(point_labels).astype(bool).reshape(-1))
+            if len(points_t) != len(labels_t):
+                raise ValueError(f"{len(points_t)} points but {len(labels_t)} point_labels")
+        maps = click_maps(points_t, labels_t, windows, size, radius=self.cfg.click_radius)
+        prev = base_crop if previous is None else sample_masks(previous, windows, size)
+        return torch.cat([inputs, maps, prev[:, None] * 2 - 1], dim=1)
 
     def _paste(self, delta, base, boxes, windows):
         """Full-resolution masks (N, H, W) bool from delta (N, S, S) over the base masks, and
@@ -254,5 +285,12 @@ def _check_config(cfg: CropLearnerConfig) -> None:
         raise ValueError("model_config margins must be >= 0")
     if not isinstance(cfg.test_flips, bool):
         raise ValueError(f"model_config test_flips must be true or false, got {cfg.test_flips!r}")
+    if not isinstance(cfg.click_channels, bool):
+        raise ValueError(
+            f"model_config click_channels must be true or false, got {cfg.click_channels!r}"
+        )
+    radius = cfg.click_radius
+    if not (isinstance(radius, int | float) and not isinstance(radius, bool) and 0 < radius <= 64):
+        raise ValueError(f"model_config click_radius must be a number in (0, 64], got {radius!r}")
     if cfg.base not in ("default", "ellipse"):
         raise ValueError(f"model_config base must be 'default' or 'ellipse', got {cfg.base!r}")

@@ -1,0 +1,117 @@
+"""The click-aware crop learner: click maps, its click channels at predict time, old checkpoints."""
+
+import numpy as np
+import torch
+
+from box2mask.crop.click_maps import click_maps
+from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet
+from box2mask.crop.predictor import CropLearnerPredictor
+from box2mask.io.checkpoint import load_checkpoint, save_checkpoint
+
+
+class ClickDelta(CropUNet):
+    """delta = +20 on positive click discs, -20 on negative ones: reads only the click maps."""
+
+    def forward(self, x):
+        return 20.0 * (x[:, 6] - x[:, 7]), x
+
+
+def _save(model, path):
+    save_checkpoint(
+        path,
+        model=model,
+        model_config=model.cfg,
+        class_names=["thing"],
+        config={},
+        model_version="crop-clicks-test",
+        kind=KIND,
+    )
+    return path
+
+
+def test_click_maps_put_a_disc_of_the_radius_on_the_grid():
+    windows = torch.tensor([[0.0, 0.0, 10.0, 10.0], [10.0, 0.0, 20.0, 10.0]])
+    maps = click_maps(torch.tensor([[2.5, 2.5]]), torch.tensor([False]), windows, 10, radius=1.0)
+    # grid centres within 1 of (2.5, 2.5): the pixel itself and its 4 neighbours, negative only
+    expected = torch.zeros(10, 10)
+    expected[2, 1:4] = 1
+    expected[1:4, 2] = 1
+    assert torch.equal(maps[0, 1], expected)
+    assert maps[0, 0].sum() == 0 and maps[1].sum() == 0  # the other crop does not hold it
+
+
+def test_click_channels_change_the_output_where_clicked():
+    cfg = CropLearnerConfig(base="ellipse", crop_size=32, click_channels=True)
+    predictor = CropLearnerPredictor(ClickDelta(cfg))
+    image = np.full((64, 64, 3), 128, dtype=np.uint8)
+    predictor.set_image(image)
+    box = np.array([[8.0, 8.0, 56.0, 56.0]])
+    plain, _ = predictor.predict(box)
+    clicked, _ = predictor.predict(
+        box, points=np.array([[32.0, 32.0], [9.0, 9.0]]), point_labels=np.array([0, 1])
+    )
+    assert plain[0, 32, 32] and not clicked[0, 32, 32]  # the negative click removes the centre
+    assert not plain[0, 9, 9] and clicked[0, 9, 9]  # the positive one adds the corner
+    changed = plain[0] != clicked[0]
+    rows, cols = np.nonzero(changed)
+    near = np.minimum(
+        np.hypot(rows + 0.5 - 32, cols + 0.5 - 32), np.hypot(rows + 0.5 - 9, cols + 0.5 - 9)
+    )
+    assert near.max() < 6  # only near the clicks (radius 2 grid px = 3.9 image px here)
+
+
+def test_the_previous_mask_is_an_input_with_clicks():
+    cfg = CropLearnerConfig(base="ellipse", crop_size=32, click_channels=True)
+
+    class PreviousDelta(CropUNet):
+        def forward(self, x):
+            return 20.0 * x[:, 8], x  # the previous mask channel, +1 / -1
+
+    predictor = CropLearnerPredictor(PreviousDelta(cfg))
+    predictor.set_image(np.full((64, 64, 3), 128, dtype=np.uint8))
+    box = np.array([[8.0, 8.0, 56.0, 56.0]])
+    previous = np.zeros((1, 64, 64), dtype=bool)
+    previous[0, 8:56, 8:56] = True  # the filled box, not the ellipse
+    masks, _ = predictor.predict(
+        box, points=np.array([[32.0, 32.0]]), point_labels=np.array([1]), init_masks=previous
+    )
+    assert masks[0, 9, 9] and masks[0, 54, 54]  # corners the ellipse lacks: from the previous mask
+
+
+def test_a_gradient_reaches_the_click_channel_weights():
+    torch.manual_seed(0)
+    model = CropUNet(CropLearnerConfig(base="ellipse", crop_size=16, click_channels=True))
+    torch.nn.init.normal_(model.head.weight)  # the zero head would stop every gradient
+    assert model.down[0][0].weight.shape[1] == 9
+    delta, _ = model(torch.randn(2, 9, 16, 16))
+    delta.square().mean().backward()
+    grad = model.down[0][0].weight.grad
+    assert grad[:, 6:9].abs().sum() > 0
+
+
+def test_a_checkpoint_without_the_flag_loads_and_predicts_as_before(tmp_path):
+    torch.manual_seed(0)
+    model = CropUNet(CropLearnerConfig(base="ellipse", crop_size=32))
+    with torch.no_grad():
+        model.head.bias.fill_(0.5)
+        torch.nn.init.normal_(model.head.weight, std=0.5)
+    ckpt = load_checkpoint(_save(model, tmp_path / "old.pt"), map_location="cpu")
+    for key in ("click_channels", "click_radius"):  # as written before the flag existed
+        ckpt["model_config"].pop(key, None)
+    old = CropLearnerPredictor.from_checkpoint(ckpt)
+    assert not old.cfg.click_channels and old.model.down[0][0].weight.shape[1] == 6
+    image = np.random.default_rng(0).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    box = np.array([[6.0, 6.0, 40.0, 40.0]])
+    reference = CropLearnerPredictor(model)
+    for p in (old, reference):
+        p.set_image(image)
+    assert np.array_equal(old.predict(box)[0], reference.predict(box)[0])
+    # clicks on the ellipse base still pin their discs
+    pinned, _ = old.predict(box, points=np.array([[23.0, 23.0]]), point_labels=np.array([0]))
+    assert not pinned[0, 23, 23]
+
+
+def test_a_click_aware_checkpoint_round_trips(tmp_path):
+    model = CropUNet(CropLearnerConfig(base="ellipse", crop_size=32, click_channels=True))
+    loaded = CropLearnerPredictor.from_checkpoint(_save(model, tmp_path / "clicks.pt"))
+    assert loaded.cfg.click_channels and loaded.model.down[0][0].weight.shape[1] == 9
