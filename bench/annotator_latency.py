@@ -12,10 +12,10 @@ once per image on opening it and is reported apart. Rows: the embedded default, 
 `--checkpoint`, and with `--tiny-random` an untrained tiny Box2Mask-T (configs/tiny_cpu.yaml
 sizes: the decode cost does not depend on the weights).
 
-With `--browser` it also runs `box2mask annotate` (embedded default) and drags the boxes with the
-mouse in headless chromium (/usr/bin/chromium), timing mouse release -> the label list showing the
-new mask's label (the overlay image arrives in the same response). Each box is undone before the
-next one, so every box is drawn on a free canvas.
+With `--browser` it also runs `box2mask annotate` (embedded default) in headless chromium
+(/usr/bin/chromium) and times, for the Gradio UI and the canvas front-end (/b2m/), box release ->
+mask shown and click -> mask shown, with 1 and with 100 labels on the image, plus the bytes each
+event moves; then a 6000 x 4000 photo's time to the first mask (bench/annotator_browser.py).
 """
 
 import argparse
@@ -106,80 +106,6 @@ def measure(predictor, images_dir: Path, names: list[str], n_boxes: int, seed: i
     )
 
 
-def stable_box(locator, timeout: float = 20.0) -> dict:
-    """The element's page rectangle once it stops changing (the canvas grows when the image loads)."""
-    last, deadline = None, time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        box = locator.bounding_box()
-        if box is not None and box == last:
-            return box
-        last = box
-        time.sleep(0.5)
-    return last
-
-
-def measure_browser(images_dir: Path, names: list[str], n_boxes: int, seed: int = 0) -> list[float]:
-    """Per-box seconds from mouse release to the app showing the new label, in a real browser."""
-    import socket
-    import subprocess
-    import urllib.request
-
-    from playwright.sync_api import sync_playwright
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "box2mask", "annotate", str(images_dir), "--port", str(port)]
-    app = subprocess.Popen(
-        cmd,
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            try:
-                urllib.request.urlopen(url, timeout=5)
-                break
-            except OSError:
-                time.sleep(0.5)
-        rng = np.random.default_rng(seed)
-        times = []
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"]
-            )
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#b2m-annotator canvas", timeout=60000)
-            page.wait_for_function("document.querySelector('#b2m-image-info').innerText.length > 0")
-            name = page.inner_text("#b2m-image-info").split(":")[0].strip()
-            h, w = load_image(images_dir / name).shape[:2]
-            c = stable_box(page.locator("#b2m-annotator canvas").first)
-            scale = min(c["width"] / w, c["height"] / h)
-            ox, oy = c["x"] + (c["width"] - w * scale) / 2, c["y"] + (c["height"] - h * scale) / 2
-            count = "document.querySelectorAll('#b2m-labels label').length"
-            for _ in range(n_boxes + 1):  # the first one warms up
-                bw, bh = rng.uniform(48, 320, 2)
-                x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
-                page.mouse.move(ox + x0 * scale, oy + y0 * scale)
-                page.mouse.down()
-                page.mouse.move(ox + (x0 + bw) * scale, oy + (y0 + bh) * scale, steps=4)
-                t = time.perf_counter()
-                page.mouse.up()
-                page.wait_for_function(f"{count} === 1", polling=5, timeout=60000)
-                times.append(time.perf_counter() - t)
-                page.click("#b2m-undo")
-                page.wait_for_function(f"{count} === 0", polling=20, timeout=60000)
-                time.sleep(1.0)  # let the canvas load the new picture before the next drag
-            browser.close()
-        return times[1:]
-    finally:
-        app.terminate()
-        app.wait(timeout=30)
-
-
 def p95(values) -> float:
     return float(np.percentile(values, 95))
 
@@ -198,6 +124,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--browser", action="store_true", help="also time it in headless chromium")
+    parser.add_argument(
+        "--browser-events", type=int, default=20, help="events per browser row (default 20)"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -232,12 +161,56 @@ def main(argv=None) -> int:
                 f"{ms(statistics.median(rest))} | {ms(statistics.median(r['set_image']))} |"
             )
         if args.browser:
-            t = measure_browser(images_dir, names, args.boxes)
-            print(
-                f"| in the browser: {build_predictor(None).model_version} (release -> label "
-                f"shown) | {ms(statistics.median(t))} | {ms(p95(t))} | | | |"
-            )
+            browser_table(Path(tmp), images_dir, names, args.browser_events)
     return 0
+
+
+def browser_table(tmp: Path, images_dir: Path, names: list[str], n_events: int) -> None:
+    """Gradio UI vs canvas front-end in headless chromium, 1 and 100 labels; then a 6000 x 4000
+    photo in the canvas front-end (bench/annotator_browser.py)."""
+    from playwright.sync_api import sync_playwright
+
+    from bench import annotator_browser as ab
+
+    shape = load_image(images_dir / names[0]).shape[:2]
+    ms = lambda v: f"{1000 * statistics.median(v):.0f} / {1000 * p95(v):.0f}"  # noqa: E731
+    kb = lambda v: f"{statistics.median(v) / 1024:.1f}"  # noqa: E731
+    rows = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"]
+        )
+        for before in (0, 99):
+            if before:
+                ab.add_labels(images_dir, names[0], before, shape)
+            with ab.serve(images_dir) as url:
+                for ui, run in (("Gradio (/)", ab.time_gradio), ("canvas (/b2m/)", ab.time_canvas)):
+                    r = run(browser, url, shape, n_events, before)
+                    rows.append((ui, before + 1, r))
+        big = tmp / "large"
+        big.mkdir()
+        photo = cv2.resize(cv2.imread(str(DEMO / "chelsea.png")), (6000, 4000))
+        cv2.imwrite(str(big / "photo.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        with ab.serve(big) as url:
+            large = ab.time_large_image(browser, url, (4000, 6000))
+        browser.close()
+    print(f"\nIn headless chromium, {n_events} events per row (median / p95 ms; KB per event):\n")
+    print(
+        "| UI | labels on the image | box release -> mask shown | click -> mask shown | "
+        "KB per box | KB per click |"
+    )
+    print("|---|---|---|---|---|---|")
+    for ui, labels, r in rows:
+        print(
+            f"| {ui} | {labels} | {ms(r['box'])} | {ms(r['click'])} | {kb(r['box_bytes'])} | "
+            f"{kb(r['click_bytes'])} |"
+        )
+    print(
+        f"\n6000 x 4000 JPEG in the canvas front-end: page open -> picture shown "
+        f"{1000 * large['opened']:.0f} ms, page open -> first box's mask shown "
+        f"{1000 * large['first_mask']:.0f} ms; requests made by 5 wheel zooms + a pan: "
+        f"{large['pan_zoom_requests']}"
+    )
 
 
 if __name__ == "__main__":
