@@ -151,17 +151,6 @@ def test_soak_series_reports_growth_after_the_warm_up(tmp_path):
     assert temp_growth > 30  # a growing temp folder
 
 
-def test_soak_ms_per_event_counts_only_events_since_the_last_sample(tmp_path):
-    from bench.load_soak import SoakSampler
-
-    times = {"draw box": [0.1, 0.2, 0.3], "accept": [0.4]}
-    sampler = SoakSampler(os.getpid(), tmp_path, tmp_path / "s.sqlite", times=times)
-    assert sampler.new_percentiles() == pytest.approx((300.0, 400.0))  # sorted .1 .2 .3 .4
-    assert sampler.new_percentiles() == (0.0, 0.0)  # nothing new
-    times["accept"] += [1.0, 2.0]
-    assert sampler.new_percentiles() == pytest.approx((2000.0, 2000.0))  # only 1.0 and 2.0
-
-
 @pytest.mark.slow
 def test_two_servers_on_one_store_lose_nothing(tmp_path):
     """1-4 min: 2 `box2mask annotate` processes on one folder, 2 users each, for 15 s."""
