@@ -115,3 +115,30 @@ def test_a_click_aware_checkpoint_round_trips(tmp_path):
     model = CropUNet(CropLearnerConfig(base="ellipse", crop_size=32, click_channels=True))
     loaded = CropLearnerPredictor.from_checkpoint(_save(model, tmp_path / "clicks.pt"))
     assert loaded.cfg.click_channels and loaded.model.down[0][0].weight.shape[1] == 9
+
+
+def test_simulated_clicks_land_on_verified_crops_only():
+    from train.crop_click_sim import simulated_click_channels
+
+    torch.manual_seed(0)
+    model = CropUNet(CropLearnerConfig(base="ellipse", crop_size=16, click_channels=True))
+    base = torch.zeros(2, 16, 16)
+    base[:, 4:12, 4:12] = 1.0
+    masks = torch.zeros(2, 16, 16)
+    masks[:, 2:14, 2:14] = 1.0  # bigger than the base: the first click is positive
+    box = torch.ones(2, 16, 16)
+    channels = simulated_click_channels(
+        model,
+        torch.zeros(2, 6, 16, 16),
+        base,
+        box,
+        masks,
+        torch.tensor([True, False]),
+        torch.Generator().manual_seed(0),
+    )
+    assert channels.shape == (2, 3, 16, 16)
+    assert channels[0, :2].sum() > 0  # the verified crop got clicks, on its errors
+    clicked = channels[0, :2].amax(0) > 0
+    assert (clicked & (masks[0] > 0)).any() or (clicked & (masks[0] == 0)).any()
+    assert channels[1, :2].sum() == 0  # the box-only crop: no clicks, the base as previous mask
+    assert torch.equal(channels[1, 2], base[1] * 2 - 1)

@@ -24,6 +24,7 @@ from box2mask.crop.losses import crop_losses, total_loss
 from box2mask.ops.levelset import box_masks_from_boxes, inscribed_ellipses
 from train.crop_augment import jitter_colours
 from train.crop_bank import CropBank, load_or_build_crop_bank
+from train.crop_click_sim import no_click_channels, simulated_click_channels
 from train.crop_config import CropTrainConfig
 
 __all__ = ["augment_batch", "forward_crops", "train_crop", "evaluate_crops"]
@@ -94,8 +95,17 @@ def forward_crops(model: CropUNet, batch: dict):
     else:
         base = inscribed_ellipses(batch["grid_boxes"], size, size, inside=1.0, outside=0.0)
     inputs = crop_inputs(batch["rgb"], batch["grid_boxes"], base)
-    delta, features = model(inputs)
     box = box_masks_from_boxes(batch["grid_boxes"], size, size)
+    if cfg.click_channels:  # simulated clicks on its own errors, or none (the box-only path)
+        generator = batch.get("click_generator")
+        if generator is None:
+            extra = no_click_channels(base)
+        else:
+            extra = simulated_click_channels(
+                model, inputs, base, box, batch["masks"], batch["has_mask"], generator
+            )
+        inputs = torch.cat([inputs, extra], dim=1)
+    delta, features = model(inputs)
     return base_logits(base, box, cfg) + delta, features, inputs
 
 
@@ -222,6 +232,7 @@ def train_crop(
             batch = augment_batch(batch, generator)
         batch["rgb"] = jitter_colours(batch["rgb"], cfg.colour_jitter, generator)
         weak_weight = torch.where(batch["has_mask"], cfg.weak_on_verified, 1.0).float()
+        batch["click_generator"] = generator
         logits, features, inputs = forward_crops(model, batch)
         losses = crop_losses(
             logits=logits,
