@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from box2mask.ops.metrics import mask_iou
+from box2mask.segment.image import takes_init_masks
 from train.box_prompt_eval import load_dataset
 from train.robot_clicks import next_click
 
@@ -95,13 +96,6 @@ class Track:
     click_ms: list = field(default_factory=list)  # ms of each click's new mask
 
 
-def takes_previous(predictor) -> bool:
-    """Whether the predictor's `predict` accepts `init_masks` (the previous mask)."""
-    import inspect
-
-    return "init_masks" in inspect.signature(predictor.predict).parameters
-
-
 def run_instance(predictor, gt, box, track: Track, max_clicks: int, previous: bool) -> None:
     """The robot's clicks on one instance (the predictor holds its image); appends to `track`."""
     ys, xs = np.nonzero(gt)
@@ -113,13 +107,10 @@ def run_instance(predictor, gt, box, track: Track, max_clicks: int, previous: bo
     points, labels = [], []
     clicked = np.zeros_like(gt)
     while len(points) < max_clicks and not (len(points) >= STOP_AFTER and max(ious) >= 0.90):
-        # the robot looks at the window holding every error pixel (same click as on the image)
-        rows, cols = np.nonzero(gt | pred)
-        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-        click = next_click(gt[r0:r1, c0:c1], pred[r0:r1, c0:c1], clicked[r0:r1, c0:c1])
+        click = next_click(gt, pred, clicked)
         if click is None:  # nothing left to correct
             break
-        x, y, label = click[0] + c0, click[1] + r0, click[2]
+        x, y, label = click
         clicked[int(y), int(x)] = True
         points.append((x, y))
         labels.append(label)
@@ -214,7 +205,8 @@ def format_table(rows: dict) -> str:
 
 def build_methods(names, checkpoints, device="cpu") -> dict:
     """{table name: (predictor, previous)} for the named methods (`METHODS`) and the
-    checkpoints (which get the previous mask when their predict takes `init_masks`)."""
+    checkpoints (which get the previous mask when their predict takes `init_masks`, as the
+    annotator sends it: `takes_init_masks`)."""
     from box2mask import build_predictor
 
     predictors = {}
@@ -225,7 +217,7 @@ def build_methods(names, checkpoints, device="cpu") -> dict:
         path = Path(ckpt)
         label = f"{path.parent.name}/{path.name}" if path.name == "last.pt" else path.name
         predictor = build_predictor(ckpt, device=device)
-        predictors[f"checkpoint {label}"] = (predictor, takes_previous(predictor))
+        predictors[f"checkpoint {label}"] = (predictor, takes_init_masks(predictor))
     return predictors
 
 

@@ -5,6 +5,11 @@
     .venv/bin/python -m bench.loop --data ../shared/data/balloon --learner tiny --iterations 300
     .venv/bin/python -m bench.loop --data ../shared/data/balloon --learner crop --variants mixed \
         --config configs/crop_photos.yaml --order uncertain   # label-next order after round 1
+    .venv/bin/python -m bench.loop --clicks --data ../shared/data/balloon \
+        --config configs/crop_photos.yaml --iterations 600   # rounds counted in clicks
+
+`--clicks`: each round a robot user labels its batch by box and clicks with the served model
+(bench/loop_clicks.py: the rounds, the per-round table with val NoC@90 and the clicks spent).
 
 Simulation: every train-split image is in a SQLite label store with its GT boxes and the current
 model's proposed masks (source "model", unverified). In round r a person "corrects" another third of
@@ -274,11 +279,23 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--order",
         default="index",
-        choices=["index", "uncertain"],
-        help="which unlabeled images a round labels: index (file order) or uncertain (after "
-        "round 1, where the default and the last candidate disagree most: train/label_next.py)",
+        choices=["index", "random", "uncertain"],
+        help="which unlabeled images a round labels: index (file order), random (--clicks only: "
+        "a permutation drawn from --seed) or uncertain (after round 1, where the default and the "
+        "last candidate disagree most: train/label_next.py)",
     )
+    parser.add_argument(
+        "--clicks",
+        action="store_true",
+        help="rounds counted in clicks: a robot user labels each batch by box and clicks with the "
+        "served model until IoU 0.90 (or --max-clicks, then the GT mask) (bench/loop_clicks.py)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--clicks: labelling rounds")
+    parser.add_argument("--max-clicks", type=int, default=20, help="--clicks: clicks per box")
+    parser.add_argument("--seed", type=int, default=0, help="--clicks: training and order seed")
     args = parser.parse_args(argv)
+    if args.order == "random" and not args.clicks:
+        parser.error("--order random needs --clicks")
     crop = args.learner == "crop"
     if args.config is None:
         args.config = str(REPO / "configs" / ("crop_nuclei.yaml" if crop else "tiny_cpu.yaml"))
@@ -286,6 +303,8 @@ def main(argv=None) -> int:
         args.iterations = 1500 if crop else 300
     if args.finetune_lr is None:
         args.finetune_lr = 5e-4 if crop else 5e-5
+    if args.clicks:
+        return _click_main(args)
     quality = _bench_quality()
     baselines = evaluate_predictors(
         {
@@ -333,6 +352,22 @@ def main(argv=None) -> int:
             f"{r['val_miou']:.3f} / {r['val_boundary_f']:.3f} / {r['val_accept_85']:.2f} | "
             f"{r['minutes']:.1f} |"
         )
+    return 0
+
+
+def _click_main(args) -> int:
+    """--clicks: the rounds of bench/loop_clicks.py and their table."""
+    from bench import loop_clicks
+
+    with tempfile.TemporaryDirectory(prefix="box2mask-loop-clicks-") as tmp:
+        rows = loop_clicks.run_click_loop(args, Path(tmp))
+    print(
+        f"\nLearning loop counted in clicks on {args.data.name} (val split, GT boxes), crop "
+        f"learner ({Path(args.config).name}), {args.iterations} steps per round, fine-tuning lr "
+        f"{args.finetune_lr:g}, order {args.order}, seed {args.seed}, at most {args.max_clicks} "
+        "clicks per box (then the GT mask, brushed)"
+    )
+    print(loop_clicks.format_rows(rows))
     return 0
 
 

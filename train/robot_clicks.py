@@ -36,9 +36,17 @@ def next_click(
         prediction has no error left to click.
     """
     gt, pred = np.asarray(gt, dtype=bool), np.asarray(pred, dtype=bool)
+    rows, cols = np.nonzero(gt | pred)
+    if len(rows) == 0:
+        return None
+    # the window holding every error pixel: outside it all is correct, so the same click
+    r0, c0 = int(rows.min()), int(cols.min())
+    window = np.s_[r0 : int(rows.max()) + 1, c0 : int(cols.max()) + 1]
+    gt, pred = gt[window], pred[window]
     missed = gt & ~pred
     false = pred & ~gt
     if clicked is not None:
+        clicked = np.asarray(clicked, dtype=bool)[window]
         missed &= ~clicked
         false &= ~clicked
     depth_missed, depth_false = error_depth(missed), error_depth(false)
@@ -48,4 +56,4 @@ def next_click(
     positive = best_missed >= best_false
     depth = depth_missed if positive else depth_false
     y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
-    return float(x) + 0.5, float(y) + 0.5, int(positive)
+    return float(x + c0) + 0.5, float(y + r0) + 0.5, int(positive)
