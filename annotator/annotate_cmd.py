@@ -121,10 +121,12 @@ def run(args) -> int:
     tune_malloc()
 
     # renders go to a Gradio temp folder of this server, emptied of old files while it runs
-    from annotator.temp_cleaner import TempCleaner, own_temp_folder
+    from annotator.temp_cleaner import ShownFiles, TempCleaner, own_temp_folder
 
     user_temp = bool(os.environ.get("GRADIO_TEMP_DIR"))
-    cleaner = TempCleaner(own_temp_folder())  # before Gradio is imported: it reads the variable
+    shown_files = ShownFiles()  # the render each session shows is kept however old it is
+    # before Gradio is imported: it reads the variable
+    cleaner = TempCleaner(own_temp_folder(), keep=shown_files.paths)
 
     from annotator.app import SHORTCUTS_JS, build_app
     from annotator.predictor_service import PredictorService
@@ -180,8 +182,10 @@ def run(args) -> int:
         service=service,
         classes=classes,
         export_dir=export_dir,
+        shown_files=shown_files,
     )
     demo.queue(default_concurrency_limit=1)
+    cleaner.forget = _forget_in(demo)
     cleaner.start()
     try:
         demo.launch(
@@ -211,6 +215,19 @@ def run(args) -> int:
         service.close()
         store.close()
     return 0
+
+
+def _forget_in(demo):
+    """Drop deleted temp files from the sets where Gradio records its files (with its own
+    deletion off nothing else prunes them, and a server running all day would keep every
+    render's path)."""
+
+    def forget(paths: list[str]) -> None:
+        gone = set(paths)
+        for temp_set in getattr(demo, "temp_file_sets", []):
+            temp_set.difference_update(gone)
+
+    return forget
 
 
 def _prefetcher(args, predictor, store, images_dir):

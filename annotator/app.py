@@ -20,14 +20,16 @@ from annotator.image_queue import FILTERS
 from annotator.overlay import CLASS_COLORS
 from annotator.session import AnnotationSession
 from annotator.store import StaleWriteError
+from annotator.temp_cleaner import RENDERS
 from annotator.yolo_export import export_yolo
 from box2mask.io.image_io import ImageLoadError
 
 __all__ = ["build_app", "SHORTCUTS_JS"]
 
 _UNCHANGED = object()  # an action's answer meaning "nothing changed: leave the widgets alone"
-# Gradio's temp files (each render is a JPEG there): every minute, those over 10 minutes old are
-# deleted, so a server left running keeps ~10 minutes of renders on disk, not an hour's
+# Gradio's temp files (each render is a JPEG there), when no `shown_files` is given (then the
+# caller's TempCleaner deletes them, annotator/temp_cleaner.py): every minute, those over 10
+# minutes old are deleted, so a server left running keeps ~10 minutes of renders, not an hour's
 TEMP_FILES = (60, 600)  # (how often, minimum age), seconds
 MODEL_QUEUE = "box2mask-model"  # the concurrency_id shared by every event that may call the model
 
@@ -90,12 +92,22 @@ def _jpeg(image, cache_dir: Path) -> str:
 
 
 def build_app(
-    *, store, images_dir, service, classes: list[str], export_dir, title="box2mask annotate"
+    *,
+    store,
+    images_dir,
+    service,
+    classes: list[str],
+    export_dir,
+    title="box2mask annotate",
+    shown_files=None,
 ) -> gr.Blocks:
-    """The annotator UI over a shared store and model. `export_dir`: where exports are written."""
+    """The annotator UI over a shared store and model. `export_dir`: where exports are written.
+    `shown_files`: a temp_cleaner.ShownFiles told which render each session shows (its
+    TempCleaner then deletes the temp files; Gradio's own deletion is off)."""
     export_dir = Path(export_dir)
+    delete_cache = TEMP_FILES if shown_files is None else None
 
-    with gr.Blocks(title=title, delete_cache=TEMP_FILES) as demo:
+    with gr.Blocks(title=title, delete_cache=delete_cache) as demo:
         state = gr.State(None)
         gr.Markdown(f"### box2mask annotator\n{HELP}")
         with gr.Row():
@@ -172,11 +184,13 @@ def build_app(
 
         label_view = [annot, labels, crop, message, image_info]
         full_view = label_view + [progress, jump]
-        cache_dir = Path(annot.GRADIO_CACHE) / "box2mask"
+        cache_dir = Path(annot.GRADIO_CACHE) / RENDERS
 
         def render(session, note="", full=False):
             boxes = session.annotator_boxes()
             value = {"image": _jpeg(session.overlay(), cache_dir), "boxes": boxes}
+            if shown_files is not None:  # the browser sends this file back with its next box
+                shown_files.show(session, value["image"])
             shown = [_describe(i, x) for i, x in enumerate(session.labels_shown())]
             chosen = shown[session.selected] if session.selected is not None else None
             zoom = session.selected_crop()
