@@ -77,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--registry",
         default=None,
-        help="model registry folder to watch: a newly promoted model is loaded without a restart",
+        help="model registry folder: its promoted model is served (unless --checkpoint) and a newly "
+        "promoted one is loaded without a restart",
     )
 
 
@@ -162,7 +163,7 @@ def run(args) -> int:
         print(f"box2mask annotate: no images (.jpg, .png, ...) in {images_dir}", file=sys.stderr)
         cleaner.stop(remove=not user_temp)
         return 2
-    predictor = build_predictor(args.checkpoint, args.device)
+    predictor = _startup_predictor(args, build_predictor)
     service = PredictorService(
         predictor, prefetcher=_prefetcher(args, predictor, store, images_dir)
     )
@@ -215,6 +216,23 @@ def run(args) -> int:
         service.close()
         store.close()
     return 0
+
+
+def _startup_predictor(args, build_predictor):
+    """--checkpoint's model; with --registry and no --checkpoint the promoted model (the
+    embedded default, said so, when its checkpoint cannot be loaded or none is promoted)."""
+    checkpoint = args.checkpoint
+    if checkpoint is None and args.registry:
+        from annotator.model_watch import promoted_checkpoint
+
+        checkpoint = promoted_checkpoint(args.registry)
+        try:
+            return build_predictor(checkpoint, args.device)
+        except Exception as err:  # keep annotating with the default; the watcher may fix it
+            print(f"box2mask annotate: could not load the promoted model ({err}); serving the "
+                  "embedded default", file=sys.stderr)  # fmt: skip
+            return build_predictor(None, args.device)
+    return build_predictor(checkpoint, args.device)
 
 
 def _forget_in(demo):

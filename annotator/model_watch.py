@@ -9,7 +9,16 @@ import threading
 
 from train.registry import ModelRegistry
 
-__all__ = ["RegistryWatcher"]
+__all__ = ["RegistryWatcher", "promoted_checkpoint"]
+
+
+def promoted_checkpoint(registry_dir):
+    """The checkpoint file of the registry's promoted version, or None before the first
+    promotion: what an annotator started with --registry (and no --checkpoint) serves, so one
+    restarted after a crash, or killed while it hot-reloaded, serves the promoted model again."""
+    registry = ModelRegistry(registry_dir)
+    promoted = registry.promoted()
+    return None if promoted is None else registry.checkpoint_path(promoted.version)
 
 
 class RegistryWatcher:

@@ -59,3 +59,30 @@ def test_running_annotator_switches_to_a_promoted_model(tmp_path):
     assert "could not load promoted model" in watcher.last_error
     assert session.service.model_version == "tiny-round1"
     store.close()
+
+
+def test_an_annotator_started_on_a_registry_serves_its_promoted_model(tmp_path, capsys):
+    """A restart (after a crash, or a kill in the middle of a hot reload) serves the promoted
+    model again, not the embedded default."""
+    from argparse import Namespace
+
+    from annotator.annotate_cmd import _startup_predictor
+
+    registry = ModelRegistry(tmp_path / "models")
+    args = Namespace(checkpoint=None, registry=str(registry.root), device="cpu")
+    default_version = build_predictor(None).model_version
+    assert _startup_predictor(args, build_predictor).model_version == default_version
+    info = registry.add_version(
+        checkpoint=save_tiny_checkpoint(tmp_path / "c.pt", "tiny-round1"),
+        metrics={"miou": 0.5},
+        data_snapshot="s",
+    )
+    registry.promote(info.version)
+    assert _startup_predictor(args, build_predictor).model_version == "tiny-round1"
+    own = Namespace(checkpoint=None, registry=None, device="cpu")
+    assert _startup_predictor(own, build_predictor).model_version == default_version
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    bad = registry.add_version(checkpoint=tmp_path / "broken.pt", metrics={}, data_snapshot="s")
+    registry.promote(bad.version)
+    assert _startup_predictor(args, build_predictor).model_version == default_version
+    assert "could not load the promoted model" in capsys.readouterr().err
