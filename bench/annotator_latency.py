@@ -165,6 +165,17 @@ def main(argv=None) -> int:
     return 0
 
 
+def large_photo(folder: Path) -> Path:
+    """A 6000 x 4000 JPEG made on the fly (a demo photo upscaled, with sensor-like grain, so it
+    weighs what a camera's does), written into `folder`."""
+    photo = cv2.resize(cv2.imread(str(DEMO / "chelsea.png")), (6000, 4000))
+    grain = np.random.default_rng(0).normal(0, 6, photo.shape)
+    photo = np.clip(photo + grain, 0, 255).astype(np.uint8)
+    path = folder / "photo.jpg"
+    cv2.imwrite(str(path), photo, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
+
+
 def browser_table(tmp: Path, images_dir: Path, names: list[str], n_events: int) -> None:
     """Gradio UI vs canvas front-end in headless chromium, 1 and 100 labels; then a 6000 x 4000
     photo in the canvas front-end (bench/annotator_browser.py)."""
@@ -173,8 +184,7 @@ def browser_table(tmp: Path, images_dir: Path, names: list[str], n_events: int) 
     from bench import annotator_browser as ab
 
     shape = load_image(images_dir / names[0]).shape[:2]
-    ms = lambda v: f"{1000 * statistics.median(v):.0f} / {1000 * p95(v):.0f}"  # noqa: E731
-    kb = lambda v: f"{statistics.median(v) / 1024:.1f}"  # noqa: E731
+    ms = lambda v: f"{1000 * statistics.median(v):.0f} / {1000 * p95(v):.0f}" if v else "-"  # noqa: E731
     rows = []
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -189,28 +199,56 @@ def browser_table(tmp: Path, images_dir: Path, names: list[str], n_events: int) 
                     rows.append((ui, before + 1, r))
         big = tmp / "large"
         big.mkdir()
-        photo = cv2.resize(cv2.imread(str(DEMO / "chelsea.png")), (6000, 4000))
-        cv2.imwrite(str(big / "photo.jpg"), photo, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        photo = large_photo(big)
         with ab.serve(big) as url:
             large = ab.time_large_image(browser, url, (4000, 6000))
         browser.close()
-    print(f"\nIn headless chromium, {n_events} events per row (median / p95 ms; KB per event):\n")
+    print(
+        f"\nIn headless chromium, {n_events} events per row, load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (median / p95 ms, page clock: "
+        "press or release -> first frame showing the answer; bytes per event on the wire):\n"
+    )
     print(
         "| UI | labels on the image | box release -> mask shown | click -> mask shown | "
-        "KB per box | KB per click |"
+        "of which HTTP box / click (median) | bytes per box | bytes per click | timed out |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
+    med = lambda v: f"{1000 * statistics.median(v):.0f}" if v else "-"  # noqa: E731
     for ui, labels, r in rows:
+        http = f"{med(r['box_http'])} / {med(r['click_http'])}" if "box_http" in r else "-"
+        nb = [
+            statistics.median(r[k]) if r[k] else float("nan") for k in ("box_bytes", "click_bytes")
+        ]
         print(
-            f"| {ui} | {labels} | {ms(r['box'])} | {ms(r['click'])} | {kb(r['box_bytes'])} | "
-            f"{kb(r['click_bytes'])} |"
+            f"| {ui} | {labels} | {ms(r['box'])} | {ms(r['click'])} | {http} | {nb[0]:.0f} | "
+            f"{nb[1]:.0f} | {r['timeouts']} |"
         )
+    ratios(rows)
     print(
-        f"\n6000 x 4000 JPEG in the canvas front-end: page open -> picture shown "
-        f"{1000 * large['opened']:.0f} ms, page open -> first box's mask shown "
-        f"{1000 * large['first_mask']:.0f} ms; requests made by 5 wheel zooms + a pan: "
-        f"{large['pan_zoom_requests']}"
+        f"\n6000 x 4000 JPEG ({photo.stat().st_size / 1e6:.1f} MB) in the canvas front-end: "
+        f"navigation -> picture drawn {1000 * large['opened']:.0f} ms, box release -> mask drawn "
+        f"{1000 * large['box']:.0f} ms (sum {1000 * (large['opened'] + large['box']):.0f} ms; "
+        f"navigation -> first mask drawn, with the scripted drag, {1000 * large['first_mask']:.0f}"
+        f" ms); requests made by 5 wheel zooms + a pan: {large['pan_zoom_requests']}"
     )
+
+
+def ratios(rows) -> None:
+    """The targets' ratios: canvas bytes as % of Gradio's; 100 labels vs 1 (p95)."""
+    by = {(ui.split()[0], n): r for ui, n, r in rows}
+    out = []
+    for n in (1, 100):
+        old, new = by[("Gradio", n)], by[("canvas", n)]
+        for kind in ("box", "click"):
+            a, b = old[f"{kind}_bytes"], new[f"{kind}_bytes"]
+            if a and b:
+                pct = 100 * statistics.median(b) / statistics.median(a)
+                out.append(f"{kind} bytes at {n} label(s) {pct:.1f}% of Gradio's")
+    for kind in ("box", "click"):
+        one, hundred = by[("canvas", 1)][kind], by[("canvas", 100)][kind]
+        if one and hundred:
+            out.append(f"canvas {kind} p95 at 100 labels / at 1: {p95(hundred) / p95(one):.2f}")
+    print("\n" + "; ".join(out) + ".")
 
 
 if __name__ == "__main__":
