@@ -11,6 +11,7 @@ prints the series again from the `--json` file of `python -m bench.load --soak`.
 
 import argparse
 import json
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -32,12 +33,16 @@ class Sample:
 
 
 def folder_mb(folder: Path) -> float:
+    """MB of the files under `folder`; files and folders deleted while it looks (the temp
+    folder is cleaned meanwhile) are skipped (os.walk ignores a folder gone before its listing,
+    where Path.rglob raised)."""
     total = 0
-    for path in folder.rglob("*"):
-        try:
-            total += path.stat().st_size if path.is_file() else 0
-        except OSError:  # deleted meanwhile (the temp folder is cleaned while we look)
-            pass
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(parent, name)).st_size
+            except OSError:  # deleted meanwhile
+                pass
     return total / 2**20
 
 
