@@ -3,10 +3,11 @@ mask scored for the review queue and returned as the Label to save."""
 
 import numpy as np
 
+from annotator.mask_patch import MaskPatch
 from annotator.predictor_service import PredictorService
 from annotator.slots import SMOOTHING_LEVELS, Slot
 from annotator.store import Label
-from box2mask.io.rle import encode_rle
+from box2mask.io.rle import encode_rle_window
 from box2mask.ops.mask_quality import quality_features, quality_score
 from box2mask.segment.image import refine_options, takes_init_masks
 
@@ -50,11 +51,12 @@ def decode_slots(
         quality = quality_score(quality_features(masks, boxes), scores).tolist()
         for k, mask, score in zip(group, masks, quality, strict=True):
             x0, y0, x1, y1, name = slots[k].shown
+            patch = MaskPatch.from_mask(mask)  # RLE from the mask's rectangle: big images
             label = Label(
                 image=image_key,
                 box_xyxy=[float(x0), float(y0), float(x1), float(y1)],
                 class_name=name,
-                mask_rle=encode_rle(mask),
+                mask_rle=encode_rle_window(patch.pixels, patch.top, patch.left, patch.shape),
                 source=model_source(slots[k], from_mask=from_mask),
                 model_version=service.model_version,
                 verified=False,

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from box2mask.io.rle import decode_rle, encode_rle, rle_area, rle_to_bbox_xywh
+from box2mask.io.rle import decode_rle, encode_rle, encode_rle_window, rle_area, rle_to_bbox_xywh
 
 
 def _ring_and_blob():
@@ -43,3 +43,22 @@ def test_bad_inputs_name_the_problem():
         encode_rle(np.zeros((2, 3, 4), bool))
     with pytest.raises(ValueError, match="'size' and 'counts'"):
         decode_rle({"counts": "abc"})
+
+
+def test_window_encoding_equals_the_full_masks():
+    """encode_rle_window gives the very string encode_rle gives for the full mask: windows at
+    the corners, spanning whole columns (runs that go on into the next column), empty, full."""
+    rng = np.random.default_rng(0)
+    cases = [((9, 7), 0, 0, np.ones((9, 7), bool)), ((9, 7), 2, 3, np.zeros((0, 0), bool))]
+    cases += [((9, 7), 0, 2, np.ones((9, 3), bool)), ((9, 7), 4, 6, np.ones((5, 1), bool))]
+    for _ in range(40):
+        h, w = int(rng.integers(1, 12)), int(rng.integers(1, 12))
+        ph, pw = int(rng.integers(1, h + 1)), int(rng.integers(1, w + 1))
+        top, left = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        cases.append(((h, w), top, left, rng.random((ph, pw)) < 0.6))
+    for shape, top, left, pixels in cases:
+        full = np.zeros(shape, bool)
+        full[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
+        assert encode_rle_window(pixels, top, left, shape) == encode_rle(full), (shape, top, left)
+    with pytest.raises(ValueError, match="outside a 9 x 7 mask"):
+        encode_rle_window(np.ones((3, 3), bool), 7, 0, (9, 7))

@@ -8,6 +8,7 @@ from pycocotools import mask as mask_utils
 __all__ = [
     "check_rle",
     "encode_rle",
+    "encode_rle_window",
     "decode_rle",
     "decode_segmentation",
     "rle_area",
@@ -20,8 +21,34 @@ def encode_rle(mask: np.ndarray) -> dict:
     m = np.asarray(mask)
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D (H, W), got shape {m.shape}")
-    rle = mask_utils.encode(np.asfortranarray(m.astype(np.uint8)))
+    m = m.view(np.uint8) if m.dtype == bool else m.astype(np.uint8)  # bool: no copy
+    rle = mask_utils.encode(np.asfortranarray(m))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode()}
+
+
+def encode_rle_window(pixels: np.ndarray, top: int, left: int, shape: tuple[int, int]) -> dict:
+    """COCO RLE of the (H, W) = `shape` mask that is `pixels` (h, w) bool at image row `top`,
+    column `left` and False elsewhere, without making the full mask: equal to
+    `encode_rle(full)`, at a cost in the window's size, not the image's."""
+    height, width = int(shape[0]), int(shape[1])
+    h, w = pixels.shape
+    if top < 0 or left < 0 or top + h > height or left + w > width:
+        raise ValueError(
+            f"window {h} x {w} at ({top}, {left}) is outside a {height} x {width} mask"
+        )
+    padded = np.zeros((h + 2, w), dtype=np.int8)  # a False row above and below every column
+    padded[1:-1] = pixels
+    # where the value flips, in column-major order (COCO's): column c, row r of the window
+    cols, rows = np.nonzero(np.diff(padded, axis=0).T)
+    flips = (left + cols).astype(np.int64) * height + top + rows
+    # a run ending at the foot of one column and going on at the top of the next: no flip
+    flips, times = np.unique(flips, return_counts=True)
+    flips = flips[times % 2 == 1]
+    runs = np.diff(np.concatenate([[0], flips, [height * width]]))
+    if len(runs) > 1 and runs[-1] == 0:  # the mask ends True: no empty run after it
+        runs = runs[:-1]
+    rle = mask_utils.frPyObjects({"counts": runs.tolist(), "size": [height, width]}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode()}
 
 
 def _as_bytes(rle: dict) -> dict:

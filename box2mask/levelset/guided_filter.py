@@ -15,15 +15,17 @@ __all__ = ["guided_filter"]
 
 
 def _window_sums(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    """Sums over windows of 2 radius + 1 along `dim` (cut at the ends), by a cumulative sum."""
+    """Sums over windows of 2 radius + 1 along `dim` (cut at the ends), by a cumulative sum:
+    out[i] = c[min(i + radius + 1, L)] - c[max(i - radius, 0)] with c[k] = sum x[:k], read as
+    two shifted slices of c padded with its end values (no gather)."""
+    dim = dim % x.dim()
     length = x.shape[dim]
     shape = list(x.shape)
-    shape[dim] = 1
-    csum = torch.cat([x.new_zeros(shape), x.cumsum(dim)], dim=dim)  # csum[i] = sum x[:i]
-    idx = torch.arange(length, device=x.device)
-    hi = (idx + radius + 1).clamp(max=length)
-    lo = (idx - radius).clamp(min=0)
-    return csum.index_select(dim, hi) - csum.index_select(dim, lo)
+    shape[dim] = radius + 1
+    csum = x.cumsum(dim)
+    last = csum.narrow(dim, length - 1, 1).expand(*shape[:dim], radius, *shape[dim + 1 :])
+    padded = torch.cat([x.new_zeros(shape), csum, last], dim=dim)  # padded[k] = c[k - radius]
+    return padded.narrow(dim, 2 * radius + 1, length) - padded.narrow(dim, 0, length)
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:

@@ -125,28 +125,23 @@ class LevelSetSegmenter:
     def __init__(self, config: LevelSetConfig | None = None, device: str = "cpu"):
         self.config = config or LevelSetConfig()
         self.device = torch.device(device)
-        self._bin_map = None  # (H, W) long: the colour bin of every pixel
+        self._image = None  # (H, W, 3) uint8 RGB tensor of the current image
         self._size = None  # (H, W)
         self.last_trust = None  # (N,) float trust weights of the last predict (1 = evolved)
+        # OpenCV builds its 8-bit Lab tables on the first conversion (~0.15 s): here, when the
+        # model is made, rather than on a person's first box
+        cv2.cvtColor(np.zeros((1, 1, 3), np.uint8), cv2.COLOR_RGB2LAB)
 
     def set_image(self, image: np.ndarray) -> None:
-        """Precompute per-image features of an (H, W, 3) uint8 RGB image."""
+        """Take an (H, W, 3) uint8 RGB image (its colour features are computed per crop)."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(
                 f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
             )
-        lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)  # all channels 0..255
-        bins, chroma = self.config.bins, self.config.chroma_range
-        levels = np.empty_like(lab)
-        levels[..., 0] = lab[..., 0] * (bins / 256.0)
-        # a, b: `bins` levels over 128 +- chroma_range, neutral grey in the middle of a level
-        levels[..., 1:] = (lab[..., 1:] - 128.0) * (bins / (2.0 * chroma)) + (bins - 1) / 2.0
-        levels = np.clip(np.floor(levels), 0, bins - 1).astype(np.int64)
-        bin_map = (levels[..., 0] * bins + levels[..., 1]) * bins + levels[..., 2]  # (H, W)
-        self._bin_map = torch.from_numpy(bin_map).to(self.device)
-        self._rgb = torch.from_numpy(image.copy()).to(self.device).float() / 255.0  # (H, W, 3)
-        self._lab = torch.from_numpy(lab).to(self.device)  # (H, W, 3) float Lab, 0..255
+        # colours are converted where a box's crop samples them (`_lab_at`), not for the whole
+        # image: opening a 6000 x 4000 photo costs a copy, and no float copies are kept
+        self._image = torch.from_numpy(image.copy()).to(self.device)  # (H, W, 3) uint8 RGB
         self._size = image.shape[:2]
 
     @torch.inference_mode()
@@ -177,7 +172,7 @@ class LevelSetSegmenter:
         Returns:
             masks (N, H, W) bool, never outside their box; scores (N,) float in [0, 1].
         """
-        if self._bin_map is None:
+        if self._image is None:
             raise RuntimeError("call set_image(image) before predict(boxes)")
         cfg = self.config
         cfg = replace(
@@ -271,8 +266,7 @@ class LevelSetSegmenter:
         box_masks = box_masks_from_boxes(crops.grid_boxes, size, size) > 0.5
         init = torch.as_tensor(np.asarray(init_masks), device=self.device)
         previous = gather_grid(init, crops.rows, crops.cols) & box_masks
-        lab = self._lab[crops.rows[:, :, None], crops.cols[:, None, :]]  # (N, S, S, 3)
-        colours = lab.permute(0, 3, 1, 2)
+        colours = self._lab_at(crops.rows, crops.cols).permute(0, 3, 1, 2)  # (N, 3, S, S)
         grid_xy = click_grid_points(points, crops.crop_boxes, size)
         label_t = torch.as_tensor(np.asarray(labels), device=self.device).bool().reshape(-1)
         final = respond_to_clicks(previous, colours, box_masks, grid_xy, label_t, cfg)
@@ -309,6 +303,26 @@ class LevelSetSegmenter:
         for p, ((x, y), label) in enumerate(zip(xy, labels, strict=True)):  # all boxes at once
             masks[hits[:, p], y, x] = label
 
+    def _lab_at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """CIE Lab (OpenCV's 8-bit scale, all channels 0..255) of the image at rows (N, S) x
+        cols (N, S) -> (N, S, S, 3) float. The conversion is per pixel, so converting the
+        sampled pixels equals sampling the converted image."""
+        rgb = self._image[rows[:, :, None], cols[:, None, :]]  # (N, S, S, 3) uint8
+        n, h, w, _ = rgb.shape
+        flat = np.ascontiguousarray(rgb.cpu().numpy().reshape(n * h, w, 3))
+        lab = cv2.cvtColor(flat, cv2.COLOR_RGB2LAB).reshape(n, h, w, 3)
+        return torch.from_numpy(lab).to(self.device).float()
+
+    def _bins(self, lab: torch.Tensor) -> torch.Tensor:
+        """Colour bin (`bins` levels per Lab channel) of Lab colours (..., 3) -> (...) long."""
+        bins, chroma = self.config.bins, self.config.chroma_range
+        levels = torch.empty_like(lab)
+        levels[..., 0] = lab[..., 0] * (bins / 256.0)
+        # a, b: `bins` levels over 128 +- chroma_range, neutral grey in the middle of a level
+        levels[..., 1:] = (lab[..., 1:] - 128.0) * (bins / (2.0 * chroma)) + (bins - 1) / 2.0
+        levels = torch.floor(levels).clamp(0, bins - 1).long()
+        return (levels[..., 0] * bins + levels[..., 1]) * bins + levels[..., 2]
+
     def _crop(self, boxes: torch.Tensor, size: int, cfg: LevelSetConfig) -> _Crops:
         """Sample every box plus margin on the size x size grid (nearest image pixel, so
         upsampled small boxes contain only real image colours). Reads the current image's
@@ -316,7 +330,7 @@ class LevelSetSegmenter:
         height, width = self._size
         crop_boxes, grid_boxes = grow_boxes(boxes, cfg.margin_frac, cfg.margin_px, size)
         rows, cols, on_image = nearest_pixels(crop_boxes, size, height, width)
-        bin_index = gather_grid(self._bin_map, rows, cols)
+        bin_index = self._bins(self._lab_at(rows, cols))
         return _Crops(size, boxes, bin_index, on_image, grid_boxes, crop_boxes, rows, cols)
 
     def _clean(self, phi, box_masks, pins, cfg):
@@ -356,7 +370,9 @@ class LevelSetSegmenter:
         if pad > 0 and bool(refine.any()):
             rows_in = rows.clamp(0, height - 1)[:, :, None]
             cols_in = cols.clamp(0, width - 1)[:, None, :]
-            guide = self._rgb[rows_in, cols_in].permute(0, 3, 1, 2)  # (N, 3, out_h, out_w)
+            guide = (
+                self._image[rows_in, cols_in].permute(0, 3, 1, 2).float() / 255.0
+            )  # (N, 3, h, w)
             soft = torch.sigmoid(sampled * cfg.refine_sharpness)
             snapped = guided_filter(guide, soft, radius=pad, eps=cfg.refine_eps) > 0.5
             inside = torch.where(refine[:, None, None], snapped, inside)
