@@ -135,6 +135,7 @@ def test_simulated_clicks_land_on_verified_crops_only():
         masks,
         torch.tensor([True, False]),
         torch.Generator().manual_seed(0),
+        no_click_share=0.0,
     )
     assert channels.shape == (2, 3, 16, 16)
     assert channels[0, :2].sum() > 0  # the verified crop got clicks, on its errors
@@ -142,3 +143,58 @@ def test_simulated_clicks_land_on_verified_crops_only():
     assert (clicked & (masks[0] > 0)).any() or (clicked & (masks[0] == 0)).any()
     assert channels[1, :2].sum() == 0  # the box-only crop: no clicks, the base as previous mask
     assert torch.equal(channels[1, 2], base[1] * 2 - 1)
+
+
+def test_a_share_of_verified_crops_trains_the_no_click_path():
+    """no_click_share=1: verified crops get no clicks and the base as previous mask (the path
+    served without clicks learns from the verified masks); 0: every verified crop is clicked."""
+    from train.crop_click_sim import simulated_click_channels
+
+    torch.manual_seed(0)
+    model = CropUNet(CropLearnerConfig(base="ellipse", crop_size=16, click_channels=True))
+    base = torch.zeros(8, 16, 16)
+    base[:, 4:12, 4:12] = 1.0
+    masks = torch.zeros(8, 16, 16)
+    masks[:, 2:14, 2:14] = 1.0
+    args = (model, torch.zeros(8, 6, 16, 16), base, torch.ones(8, 16, 16), masks)
+    verified = torch.ones(8, dtype=torch.bool)
+    none = simulated_click_channels(
+        *args, verified, torch.Generator().manual_seed(0), no_click_share=1.0
+    )
+    assert none[:, :2].sum() == 0 and torch.equal(none[:, 2], base * 2 - 1)
+    every = simulated_click_channels(
+        *args, verified, torch.Generator().manual_seed(0), no_click_share=0.0, empty_share=0.0
+    )
+    assert (every[:, :2].flatten(1).sum(1) > 0).all()
+    # the first previous mask is the learner's own no-click answer (untrained: the base), and
+    # a click's disc lands on the error ring between base and verified mask
+    assert ((every[:, 0] > 0) & (base == 0) & (masks == 1)).flatten(1).any(1).all()
+
+
+def test_a_click_aware_learner_widened_from_a_box_only_one_starts_as_it():
+    """widen_inputs: the 3 click channels get zero weights; the box-only learner's masks come
+    back exactly, with or without clicks, until the click weights are trained."""
+    from dataclasses import replace
+
+    from train.crop_train import widen_inputs
+
+    torch.manual_seed(0)
+    cfg = CropLearnerConfig(base="ellipse", crop_size=32)
+    box_only = CropUNet(cfg).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(box_only.head.weight, std=0.5)
+    clicks = CropUNet(replace(cfg, click_channels=True))
+    state = widen_inputs(box_only.state_dict(), clicks.in_channels)
+    assert state["down.0.0.weight"].shape[1] == 9
+    assert not state["down.0.0.weight"][:, 6:].any()
+    clicks.load_state_dict(state)
+    image = np.random.default_rng(1).integers(0, 255, (48, 48, 3), dtype=np.uint8)
+    box = np.array([[6.0, 6.0, 40.0, 40.0]])
+    a, b = CropLearnerPredictor(box_only), CropLearnerPredictor(clicks)
+    for p in (a, b):
+        p.set_image(image)
+    plain = a.predict(box)[0]
+    assert plain.any() and np.array_equal(plain, b.predict(box)[0])
+    click = {"points": np.array([[23.0, 23.0]]), "point_labels": np.array([0])}
+    assert np.array_equal(plain, b.predict(box, **click)[0])
+    assert widen_inputs(state, 9) is state  # already wide: unchanged

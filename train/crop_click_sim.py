@@ -1,11 +1,13 @@
 """Simulated clicks for training a click-aware crop learner (RITM-style iterative training).
 
-For each crop with a verified mask: the previous mask starts as the base mask or as none
-(empty), then for 1..max_clicks rounds the robot annotator (train/robot_clicks.py) clicks the
+For each crop with a verified mask: a share `no_click_share` gets no clicks and the base as
+previous mask (the box-only path, as served without clicks: it too learns from the verified
+masks). The others start from the learner's own no-click answer (without gradient; as served, a
+first click corrects the mask the learner showed) or, for a share `empty_share`, from none
+(empty); then for 1..max_clicks rounds the robot annotator (train/robot_clicks.py) clicks the
 deepest error of the current mask against the verified one on the crop grid, and (without
 gradient) the learner's own prediction with those clicks becomes the next previous mask, so it
-learns to fix its own mistakes. Box-only crops get no clicks and the base as previous mask: the
-box-only path, as served without clicks.
+learns to fix its own mistakes. Box-only crops get no clicks and the base as previous mask.
 """
 
 import numpy as np
@@ -34,6 +36,8 @@ def simulated_click_channels(
     has_mask: torch.Tensor,
     generator: torch.Generator,
     max_clicks: int = 4,
+    no_click_share: float = 0.25,
+    empty_share: float = 0.25,
 ) -> torch.Tensor:
     """The 3 click channels (N, 3, S, S) of a training batch.
 
@@ -41,22 +45,30 @@ def simulated_click_channels(
         inputs: (N, 6, S, S) `crop_inputs`; base: (N, S, S) base mask in [0, 1];
         box: (N, S, S) {0, 1} box masks; masks: (N, S, S) verified masks in [0, 1];
         has_mask: (N,) bool, which crops have a verified mask.
-        max_clicks: clicks per crop drawn uniformly in 1..max_clicks.
+        max_clicks: clicks per clicked crop drawn uniformly in 1..max_clicks.
+        no_click_share: share of the verified crops trained without clicks (the box-only path).
+        empty_share: share of the clicked crops whose first previous mask is empty (else the
+            learner's own no-click answer).
     """
     size = base.shape[-1]
     channels = no_click_channels(base)
-    rows = torch.nonzero(has_mask).flatten()
+    verified = torch.nonzero(has_mask).flatten()
+    clicked_rows = torch.rand(len(verified), generator=generator) >= no_click_share
+    rows = verified[clicked_rows.to(verified.device)]
     if len(rows) == 0:
         return channels
-    none_init = torch.rand(len(rows), generator=generator) < 0.5
-    prev = torch.where(none_init[:, None, None], torch.zeros_like(base[rows]), base[rows] > 0.5)
-    channels[rows, 2] = prev.float() * 2 - 1
+    none_init = torch.rand(len(rows), generator=generator) < empty_share
     clicks = torch.randint(1, max_clicks + 1, (len(rows),), generator=generator)
+    was_training = model.training
+    model.eval()
+    own, _ = model(torch.cat([inputs[rows], channels[rows]], dim=1))  # the no-click answer
+    own = base_logits(base[rows], box[rows], model.cfg) + own > 0
+    none_init = none_init.to(own.device)
+    prev = torch.where(none_init[:, None, None], torch.zeros_like(own), own)
+    channels[rows, 2] = prev.float() * 2 - 1
     gt = (masks[rows] > 0.5).cpu().numpy()
     window = torch.tensor([[0.0, 0.0, float(size), float(size)]])
     points: list[list[tuple[float, float, int]]] = [[] for _ in rows]
-    was_training = model.training
-    model.eval()
     for step in range(int(clicks.max())):
         pred = (channels[rows, 2] > 0).cpu().numpy()
         for k in range(len(rows)):

@@ -48,6 +48,10 @@ class CropTrainConfig:
     # box-only crops; 0: the mask alone teaches them). Balloon val (docs/training.md): 0 -> 0.860,
     # 0.25 -> 0.900, 1 -> 0.869: the mask dominates, the weak terms still regularise
     weak_on_verified: float = 0.25
+    # click-aware learners (model.click_channels; train/crop_click_sim.py), verified crops only:
+    click_free_share: float = 0.25  # share trained without clicks (the box-only path)
+    click_empty_share: float = 0.25  # share of clicked crops starting from an empty mask
+    max_sim_clicks: int = 4  # simulated clicks per clicked crop, uniform in 1..this
     iterations: int = 6000  # optimizer steps in all
     batch_size: int = 32  # crops per step
     lr: float = 2e-3  # AdamW peak learning rate (linear warmup, cosine decay)

@@ -27,7 +27,7 @@ from train.crop_bank import CropBank, load_or_build_crop_bank
 from train.crop_click_sim import no_click_channels, simulated_click_channels
 from train.crop_config import CropTrainConfig
 
-__all__ = ["augment_batch", "forward_crops", "train_crop", "evaluate_crops"]
+__all__ = ["augment_batch", "forward_crops", "train_crop", "evaluate_crops", "widen_inputs"]
 
 
 # box2mask.ops.lcm's neighbour offsets (dy, dx), row by row: (-d,-d) (-d,0) (-d,d) (0,-d) (0,d)
@@ -102,7 +102,14 @@ def forward_crops(model: CropUNet, batch: dict):
             extra = no_click_channels(base)
         else:
             extra = simulated_click_channels(
-                model, inputs, base, box, batch["masks"], batch["has_mask"], generator
+                model,
+                inputs,
+                base,
+                box,
+                batch["masks"],
+                batch["has_mask"],
+                generator,
+                **batch.get("click_options", {}),
             )
         inputs = torch.cat([inputs, extra], dim=1)
     delta, features = model(inputs)
@@ -129,6 +136,18 @@ def evaluate_crops(model: CropUNet, bank: CropBank, device, batch_size: int = 25
         "val_crop_miou": float(torch.cat(ious).mean()),
         "val_crop_miou_base": float(torch.cat(base_ious).mean()),
     }
+
+
+def widen_inputs(state: dict, in_channels: int) -> dict:
+    """A CropUNet state dict whose first convolution reads `in_channels` inputs: a box-only
+    checkpoint's (6 inputs) gets zero weights for the 3 click channels, so a click-aware learner
+    fine-tuned from it starts as that learner exactly (clicks change nothing until trained)."""
+    key = "down.0.0.weight"
+    weight = state[key]  # (C_out, C_in, 3, 3)
+    if weight.shape[1] >= in_channels:
+        return state
+    extra = weight.new_zeros(weight.shape[0], in_channels - weight.shape[1], *weight.shape[2:])
+    return {**state, key: torch.cat([weight, extra], dim=1)}
 
 
 def _lr_at(step: int, cfg: CropTrainConfig, time_frac: float = 0.0) -> float:
@@ -200,7 +219,7 @@ def train_crop(
         init = load_checkpoint(cfg.init_checkpoint)
         if init["kind"] != KIND:
             raise CheckpointError(f"{cfg.init_checkpoint}: a {init['kind']} checkpoint, not {KIND}")
-        model.load_state_dict(init["model_state"])
+        model.load_state_dict(widen_inputs(init["model_state"], model.in_channels))
     weights = cfg.loss.as_dict()
     generator = torch.Generator().manual_seed(cfg.seed + step)
     metrics_path = out / "metrics.jsonl"
@@ -233,6 +252,11 @@ def train_crop(
         batch["rgb"] = jitter_colours(batch["rgb"], cfg.colour_jitter, generator)
         weak_weight = torch.where(batch["has_mask"], cfg.weak_on_verified, 1.0).float()
         batch["click_generator"] = generator
+        batch["click_options"] = {
+            "max_clicks": cfg.max_sim_clicks,
+            "no_click_share": cfg.click_free_share,
+            "empty_share": cfg.click_empty_share,
+        }
         logits, features, inputs = forward_crops(model, batch)
         losses = crop_losses(
             logits=logits,
