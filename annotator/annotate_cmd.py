@@ -227,7 +227,10 @@ def _startup_predictor(args, build_predictor):
 
         checkpoint = promoted_checkpoint(args.registry)
         try:
-            return build_predictor(checkpoint, args.device)
+            predictor = build_predictor(checkpoint, args.device)
+            if checkpoint is not None:
+                print(f"serving promoted model {checkpoint.parent.name} of {args.registry}")
+            return predictor
         except Exception as err:  # keep annotating with the default; the watcher may fix it
             print(f"box2mask annotate: could not load the promoted model ({err}); serving the "
                   "embedded default", file=sys.stderr)  # fmt: skip

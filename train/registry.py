@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from box2mask.io.atomic_write import write_text_atomic
+from box2mask.io.atomic_write import remove_leftovers, write_text_atomic
 
 __all__ = ["VersionInfo", "ModelRegistry", "RegistryLocked", "should_promote"]
 
@@ -53,6 +53,19 @@ def should_promote(
     if current is None or current.get(metric) is None:
         return True
     return value > current[metric] + margin
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs (signal 0 checks without sending anything)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: alive
+        return True
+    return True
 
 
 def _write_json_atomic(path: Path, payload: dict) -> None:
@@ -143,10 +156,19 @@ class ModelRegistry:
         """Make `version` the promoted model (also the way to roll back to any earlier version)."""
         info = self.get(version)
         path = self.root / "promoted.json"
+        remove_leftovers(self.root, min_age_s=10.0)  # a killed promotion's: no live one is 10 s old
         history = json.loads(path.read_text()).get("history", []) if path.is_file() else []
         history.append({"version": version, "time": time.time()})
         _write_json_atomic(path, {"version": version, "history": history})
         return info
+
+    def _remove_dead_versions(self) -> None:
+        """Delete temporary version folders (`.NAME.tmp-PID`) whose writer is dead: a retrain
+        killed in `add_version` (SIGKILL: its cleanup never ran). Called under the lock."""
+        for tmp in (self.root / "versions").glob(".*.tmp-*"):
+            pid = tmp.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)
 
     @contextmanager
     def lock(self):
@@ -164,6 +186,7 @@ class ModelRegistry:
             handle.truncate()
             handle.write(f"{os.getpid()}\n")
             handle.flush()
+            self._remove_dead_versions()
             yield
         finally:
             handle.close()  # closing the file releases the lock, also when the process dies

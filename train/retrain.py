@@ -65,6 +65,7 @@ def retrain(
     import torch
 
     from box2mask import build_predictor
+    from box2mask.io.atomic_write import remove_leftovers
     from box2mask.io.checkpoint import load_checkpoint
     from train.config import default_config_path, load_config
     from train.crop_config import is_crop_config
@@ -84,6 +85,9 @@ def retrain(
             init_path = Path(init_from)
         class_names = load_checkpoint(init_path)["class_names"] if init_path else None
         work = Path(work_dir or registry.root / "rounds" / time.strftime("%Y%m%dT%H%M%S"))
+        # a round killed in this folder left half-written temporary files (last.pt, the crop
+        # bank): the lock is held, so no writer is at work there
+        remove_leftovers(work, recursive=True)
         data = export_training_data(
             store,
             images_dir=images_dir,

@@ -15,9 +15,10 @@ destination is left as it was.
 import contextlib
 import os
 import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write", "write_text_atomic"]
+__all__ = ["atomic_path", "atomic_write", "remove_leftovers", "write_text_atomic"]
 
 
 @contextlib.contextmanager
@@ -60,6 +61,25 @@ def write_text_atomic(path, text: str, encoding: str = "utf-8") -> None:
     """Replace the file at `path` with `text`, atomically (see `atomic_write`)."""
     with atomic_write(path, "w", encoding=encoding) as f:
         f.write(text)
+
+
+def remove_leftovers(folder, *, min_age_s: float = 0.0, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files (`.<name>.*.tmp`) that writers killed mid-write (SIGKILL, a
+    power cut: no `except` ran) left in `folder` (and below, with `recursive`), when last
+    modified over `min_age_s` ago; call it where no other writer can be at work, or with an age
+    no live write reaches. Returns what was deleted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    now, removed = time.time(), []
+    for path in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > min_age_s:
+                path.unlink()
+                removed.append(path)
+        except OSError:  # gone meanwhile
+            pass
+    return removed
 
 
 def _fsync_folder(folder: Path) -> None:
