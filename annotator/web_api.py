@@ -134,22 +134,28 @@ def web_routes(*, store, images_dir, service, classes: list[str], export_dir) ->
         return dict(note=note, **page.view.delta(page.session))
 
     def on_box(s, body):
-        x0, y0, x1, y1 = inp.box(body)
+        h, w = s.image.shape[:2]
+        x0, y0, x1, y1 = inp.box_in_image(body, width=w, height=h)
         boxes = s.annotator_boxes() + [dict(xmin=x0, ymin=y0, xmax=x1, ymax=y1)]
         if not s.on_boxes_changed(boxes):
-            return "box too small or outside the image"
+            raise inp.BadInput("box too small or outside the image")
         return None
 
     def on_click(s, body):
-        s.click(inp.number(body, "x"), inp.number(body, "y"), inside=inp.flag(body, "inside"))
+        x, y = inp.point_in_image(body, shape=s.image.shape)
+        s.click(x, y, inside=inp.flag(body, "inside"))
 
     def on_brush(s, body):
-        x, y = inp.number(body, "x"), inp.number(body, "y")
+        x, y = inp.point_in_image(body, shape=s.image.shape)
         radius = inp.number(body, "radius", low=1, high=200)
         s.brush(x, y, radius, inp.flag(body, "erase"))
 
     def on_select(s, body):
-        s.select(inp.integer(body, "index", low=0, high=1 << 20))
+        index, count = inp.integer(body, "index", low=0, high=1 << 20), len(s.labels_shown())
+        if index is not None and index >= count:
+            raise inp.BadInput(f"index {index}: this image has {count} labels")
+        s.select(index)
+
 
     def on_class(s, body):
         s.set_class(inp.integer(body, "number", low=1, high=9))

@@ -18,6 +18,8 @@ __all__ = [
     "flag",
     "text",
     "box",
+    "box_in_image",
+    "point_in_image",
 ]
 
 MAX_BODY = 16 * 1024  # bytes: the largest event payload (a box or click is ~100 bytes)
@@ -105,3 +107,28 @@ def box(body: dict) -> list[float]:
     coords = [number({"v": v}, "v") for v in value]
     x0, y0, x1, y1 = coords
     return [min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]
+
+
+def box_in_image(body: dict, *, width: int, height: int) -> list[float]:
+    """`box` (see `box`) clipped to a `width` x `height` image; a drag may end a little past the
+    edge, but a coordinate over one image side outside it, or a box under 1 px once clipped,
+    is refused."""
+    x0, y0, x1, y1 = box(body)
+    if (
+        min(x0, x1) < -width
+        or max(x0, x1) > 2 * width
+        or min(y0, y1) < -height
+        or max(y0, y1) > 2 * height
+    ):
+        raise BadInput(f"box {[x0, y0, x1, y1]} is outside the {width} x {height} image")
+    x0, x1 = max(0.0, x0), min(float(width), x1)
+    y0, y1 = max(0.0, y0), min(float(height), y1)
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise BadInput("box too small or outside the image")
+    return [x0, y0, x1, y1]
+
+
+def point_in_image(body: dict, *, shape) -> tuple[float, float]:
+    """(`x`, `y`): a click or brush position, inside the image of `shape` (height, width, ...)."""
+    height, width = shape[:2]
+    return number(body, "x", low=0, high=width), number(body, "y", low=0, high=height)
