@@ -34,6 +34,7 @@ __all__ = ["web_routes", "MAX_SESSIONS"]
 
 MAX_SESSIONS = 64  # open pages kept (each holds one decoded image); the oldest is dropped
 JPEG_QUALITY = 90  # the picture, sent once per image
+PREVIEW_SIDE = 2048  # a bigger picture is sent first at this longer side, then once in full
 PAGE = Path(__file__).with_name("web") / "index.html"
 _EVENTS = threading.Lock()  # one event at a time (the model and the store are shared)
 
@@ -46,7 +47,7 @@ class UnknownPage(LookupError):
 class WebPage:
     session: AnnotationSession  # the same session class the Gradio UI uses
     view: ViewTracker = field(default_factory=ViewTracker)  # what this page was sent
-    jpeg: tuple = (None, b"")  # (image key, its JPEG bytes): encoded once per image
+    jpeg: dict = field(default_factory=dict)  # (image key, longer side or 0) -> JPEG bytes
     user: str | None = None  # the login that opened it (another login may not use it)
 
 
@@ -101,6 +102,11 @@ def web_routes(*, store, images_dir, service, classes: list[str], export_dir) ->
             width=w,
             height=h,
             image_url=f"/b2m/api/image?sid={sid}&key={s.image_key}",
+            preview_url=(
+                f"/b2m/api/image?sid={sid}&key={s.image_key}&side={PREVIEW_SIDE}"
+                if max(h, w) > PREVIEW_SIDE
+                else None
+            ),
             classes=classes,
             colors=colors,
             progress=[done, total],
@@ -155,7 +161,6 @@ def web_routes(*, store, images_dir, service, classes: list[str], export_dir) ->
         if index is not None and index >= count:
             raise inp.BadInput(f"index {index}: this image has {count} labels")
         s.select(index)
-
 
     def on_class(s, body):
         s.set_class(inp.integer(body, "number", low=1, high=9))
@@ -243,23 +248,37 @@ def web_routes(*, store, images_dir, service, classes: list[str], export_dir) ->
             return JSONResponse({"error": f"no endpoint {name!r}"}, status_code=404)
         return await run_in_threadpool(answer, lambda: event(body, user, handlers[name]))
 
-    def jpeg_of(sid: str, user) -> bytes | None:
+    def jpeg_of(sid: str, user, side: int) -> bytes | None:
+        """The open image as JPEG (longer side at most `side`; 0: full size), encoded once per
+        image and size, outside the event lock (a big picture must not hold up a box)."""
         with _EVENTS:
             page = pages.get(sid)
             if page is None or page.user != user:
                 return None
-            s = page.session
-            if page.jpeg[0] != s.image_key:
-                bgr = cv2.cvtColor(s.image, cv2.COLOR_RGB2BGR)
-                ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-                page.jpeg = (s.image_key, data.tobytes())
-            return page.jpeg[1]
+            key, image = page.session.image_key, page.session.image
+            cached = page.jpeg.get((key, side))
+        if cached is not None:
+            return cached
+        h, w = image.shape[:2]
+        if side and max(h, w) > side:
+            size = (max(1, round(w * side / max(h, w))), max(1, round(h * side / max(h, w))))
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes()
+        with _EVENTS:  # keep the open image's pictures only
+            page.jpeg = {k: v for k, v in page.jpeg.items() if k[0] == page.session.image_key}
+            if key == page.session.image_key:
+                page.jpeg[(key, side)] = data
+        return data
 
     async def image(request: Request):
         allowed, user = _user(request)
         if not allowed:
             return Response(status_code=401)
-        data = await run_in_threadpool(jpeg_of, request.query_params.get("sid", ""), user)
+        side = request.query_params.get("side", "0")
+        side = int(side) if side.isdigit() and int(side) <= 1 << 16 else 0
+        sid = request.query_params.get("sid", "")
+        data = await run_in_threadpool(jpeg_of, sid, user, side)
         if data is None:
             return Response(status_code=404)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

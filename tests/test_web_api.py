@@ -89,3 +89,30 @@ def test_bad_inputs_are_refused_naming_the_field(client):
     assert r.status_code == 422 and "outside the images folder" in r.json()["error"]
     r = http.post("/b2m/api/box", content=b"{" + b" " * 20000 + b"}")
     assert r.status_code == 400 and "limit" in r.json()["error"]
+
+
+def test_a_big_picture_comes_as_a_preview_then_once_in_full(tmp_path):
+    """Over PREVIEW_SIDE px, the page gets a preview URL (longer side 2048) and the full one;
+    each is encoded once (the same bytes again), and neither is re-sent by a box."""
+    import cv2
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(images / "wide.png"), rng.integers(0, 255, (300, 3000, 3), dtype=np.uint8))
+    store = SQLiteStore(tmp_path / "labels.sqlite", images)
+    service = PredictorService(build_predictor(None, "cpu"))
+    routes = web_routes(
+        store=store, images_dir=images, service=service, classes=["a"], export_dir=tmp_path
+    )
+    with TestClient(Starlette(routes=routes)) as http:
+        opened = http.post("/b2m/api/open", json={}).json()
+        assert (opened["width"], opened["height"]) == (3000, 300)
+        preview = http.get(opened["preview_url"]).content
+        full = http.get(opened["image_url"]).content
+        shape = lambda data: cv2.imdecode(np.frombuffer(data, np.uint8), 1).shape  # noqa: E731
+        assert shape(preview) == (205, 2048, 3) and shape(full) == (300, 3000, 3)
+        assert http.get(opened["preview_url"]).content == preview  # cached, not re-encoded
+        box = http.post("/b2m/api/box", json={"sid": opened["sid"], "box": [100, 50, 400, 250]})
+        assert box.status_code == 200 and len(box.content) < len(preview) / 10
+    store.close()

@@ -67,7 +67,7 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
                         f"{max_pixels} (possible decompression bomb; raise max_pixels to allow it)"
                     )
                 img.load()
-                img = ImageOps.exif_transpose(img)
+                ImageOps.exif_transpose(img, in_place=True)  # no copy of an upright picture
                 return _pil_to_rgb(img)
     except ImageLoadError:
         raise
