@@ -1,7 +1,7 @@
 """The learning loop counted in clicks: a robot user labels each round's batch (`bench.loop --clicks`).
 
     .venv/bin/python -m bench.loop --clicks --data ../shared/data/balloon \
-        --config configs/crop_clicks.yaml --iterations 600 --order index
+        --config configs/crop_photos.yaml --iterations 600 --order index
 
 Every train image starts in a SQLite label store with its boxes and the default's proposals
 (unverified). Round 0 is the embedded default, served before any training. In round r = 1..R

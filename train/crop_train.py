@@ -87,7 +87,10 @@ def _batch(bank: CropBank, index: torch.Tensor, device) -> dict:
 
 
 def forward_crops(model: CropUNet, batch: dict):
-    """Logits (N, S, S) = base + delta, features, and the network input for a batch of crops."""
+    """Logits (N, S, S) = base + delta, features, and the network input for a batch of crops.
+
+    A click-aware model gets simulated clicks when the batch has a "click_generator" (with
+    "click_options", `simulated_click_channels`' keywords), else no clicks."""
     cfg = model.cfg
     size = batch["rgb"].shape[-1]
     if cfg.base == "default":
