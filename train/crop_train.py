@@ -293,7 +293,7 @@ def train_crop(
             last = {
                 "step": step,
                 "loss": float(loss.detach()),
-                **{k: float(v) for k, v in losses.items()},
+                **{k: float(v.detach()) for k, v in losses.items()},
                 "lr": lr,
                 "crops_per_s": seen / max(now - window_start, 1e-9),
             }
