@@ -68,13 +68,11 @@ def number(body: dict, name: str, *, low: float = -MAX_COORD, high: float = MAX_
     return value
 
 
-def integer(body: dict, name: str, *, low: int, high: int, default=None) -> int | None:
+def integer(body: dict, name: str, *, low: int, high: int, default=None) -> int:
     """An integer field within [low, high]; `default` when absent (None: required)."""
     value = body.get(name, default)
-    if value is None and default is None and name not in body:
+    if value is None:  # absent without a default, or sent as null
         raise BadInput(f"{name} is required")
-    if value is None:
-        return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise BadInput(f"{name} must be an integer within [{low}, {high}], got {value!r}"[:200])
     return value

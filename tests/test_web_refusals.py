@@ -31,6 +31,8 @@ def test_boxes_clicks_and_brushes_off_the_image_are_refused_and_write_nothing(cl
         ("click", {"x": 10, "y": -1, "inside": False}, "y must be finite and within"),
         ("brush", {"x": 10, "y": h + 1, "radius": 5, "erase": False}, "y must be finite"),
         ("select", {"index": 1}, "this image has 1 labels"),
+        ("select", {"index": None}, "index is required"),
+        ("class", {"number": None}, "number is required"),  # was a 500 (TypeError)
     ]
     for name, body, error in refused:
         r = http.post(f"/b2m/api/{name}", json={"sid": sid, **body})

@@ -156,7 +156,7 @@ class ModelRegistry:
         """Make `version` the promoted model (also the way to roll back to any earlier version)."""
         info = self.get(version)
         path = self.root / "promoted.json"
-        remove_leftovers(self.root, min_age_s=10.0)  # a killed promotion's: no live one is 10 s old
+        remove_leftovers(self.root, min_age_s=2.0)  # a killed promotion's: a live write takes ms
         history = json.loads(path.read_text()).get("history", []) if path.is_file() else []
         history.append({"version": version, "time": time.time()})
         _write_json_atomic(path, {"version": version, "history": history})
