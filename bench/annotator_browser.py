@@ -30,7 +30,7 @@ __all__ = ["add_labels", "serve", "Bytes", "time_gradio", "time_canvas", "time_l
 REPO = Path(__file__).resolve().parents[1]
 OLD_COUNT = "document.querySelectorAll('#b2m-labels label').length"
 VIEWPORT = (1400, 1500)  # tall enough that the Gradio zoom view is on screen without scrolling
-WAIT_MS = 60000  # one event's answer may take this long before the event counts as timed out
+WAIT_MS = 15000  # an answer later than this counts the event as timed out
 
 # installed before any page script: the time of the last press / release (page clock)
 PAGE_CLOCK = """
@@ -52,18 +52,21 @@ GRADIO_POLL = """(n) => { window.__b2m_arm();
   requestAnimationFrame(f); }"""
 
 
-def add_labels(images_dir: Path, name: str, n: int, shape: tuple, seed: int = 1) -> None:
-    """Store `n` labels (small disc masks at random places) on image `name`."""
+def add_labels(images_dir: Path, name: str, n: int, shape: tuple, seed: int = 1) -> list:
+    """Store `n` labels (small disc masks at random places) on image `name`; their boxes."""
     rng = np.random.default_rng(seed)
     store = SQLiteStore(images_dir / "box2mask_labels.sqlite", images_dir)
     h, w = shape
     yy, xx = np.ogrid[:h, :w]
+    boxes = []
     for _ in range(n):
         cx, cy, r = rng.uniform(20, w - 20), rng.uniform(20, h - 20), rng.uniform(6, 18)
         mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
         box = [float(cx - r), float(cy - r), float(cx + r), float(cy + r)]
         store.add(Label(name, box, "object", encode_rle(mask), "model", "seeded", False))
+        boxes.append(box)
     store.close()
+    return boxes
 
 
 @contextmanager
@@ -138,12 +141,15 @@ def _drag(page, to_page, box):
     page.mouse.up()
 
 
-def _boxes(rng, w, h, n):
+def _boxes(rng, w, h, n, avoid=()):
+    """`n` random boxes whose first corner is 12 px or more from every box in `avoid` (a drag
+    starting on a box moves it in the Gradio annotator instead of drawing a new one)."""
     out = []
-    for _ in range(n):
+    while len(out) < n:
         bw, bh = rng.uniform(48, 200, 2)
         x0, y0 = rng.uniform(0, w - bw), rng.uniform(0, h - bh)
-        out.append((x0, y0, x0 + bw, y0 + bh))
+        if all(not (a - 12 < x0 < c + 12 and b - 12 < y0 < d + 12) for a, b, c, d in avoid):
+            out.append((x0, y0, x0 + bw, y0 + bh))
     return out
 
 
@@ -161,7 +167,7 @@ def _gradio_event(page, n_labels: int, act, press: str) -> float:
     return page.evaluate(f"(window.__b2m_done - window.__b2m_t.{press}) / 1000")
 
 
-def time_gradio(browser, url, shape, n_events, before: int, seed=0) -> dict:
+def time_gradio(browser, url, shape, n_events, before: int, seed=0, avoid=()) -> dict:
     """Old UI: box release -> new label listed with its overlay and zoom pictures loaded; a
     click + in the zoom -> the new overlay and zoom loaded; bytes of each; `before` labels
     already on the image. An event with no answer in WAIT_MS counts in `timeouts`."""
@@ -176,7 +182,7 @@ def time_gradio(browser, url, shape, n_events, before: int, seed=0) -> dict:
     meter, rng = Bytes(page), np.random.default_rng(seed)
     out = dict(box=[], click=[], box_bytes=[], click_bytes=[], timeouts=0)
     page.click("text=click +")
-    for i, box in enumerate(_boxes(rng, w, h, n_events + 1)):
+    for i, box in enumerate(_boxes(rng, w, h, n_events + 1, avoid)):
         try:
             meter.take()
             drag = lambda b=box: _drag(page, lambda x, y: (ox + x * s, oy + y * s), b)  # noqa: E731
@@ -235,7 +241,7 @@ def _canvas_event(page, n_labels: int, act, press: str, name: str) -> tuple[floa
     return dt, sum(page.evaluate(HTTP_MS, name)) / 1000
 
 
-def time_canvas(browser, url, shape, n_events, before: int, seed=0) -> dict:
+def time_canvas(browser, url, shape, n_events, before: int, seed=0, avoid=()) -> dict:
     """New UI: the same events; "shown" = the animation frame after the page drew the answer."""
     h, w = shape
     page, _ = _canvas_page(browser, url)
@@ -244,7 +250,7 @@ def time_canvas(browser, url, shape, n_events, before: int, seed=0) -> dict:
     to_page = _to_page(page)
     out = dict(box=[], click=[], box_bytes=[], click_bytes=[], box_http=[], click_http=[])
     out["timeouts"] = 0
-    for i, box in enumerate(_boxes(rng, w, h, n_events + 1)):
+    for i, box in enumerate(_boxes(rng, w, h, n_events + 1, avoid)):
         page.evaluate("window.b2m.mode = 'box'")
         meter.take()
         dt_box, http_box = _canvas_event(
