@@ -15,17 +15,19 @@ __all__ = ["guided_filter"]
 
 
 def _window_sums(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
-    """Sums over windows of 2 radius + 1 along `dim` (cut at the ends), by a cumulative sum:
-    out[i] = c[min(i + radius + 1, L)] - c[max(i - radius, 0)] with c[k] = sum x[:k], read as
-    two shifted slices of c padded with its end values (no gather)."""
+    """Sums over windows of 2 radius + 1 along `dim` (cut at the ends), by a cumulative sum
+    c[k] = sum x[:k + 1]: out[i] = c[min(i + radius, L - 1)] - c[i - radius - 1] (0 when
+    i <= radius), written as shifted slices of c (no gather, no padded copy)."""
     dim = dim % x.dim()
     length = x.shape[dim]
-    shape = list(x.shape)
-    shape[dim] = radius + 1
     csum = x.cumsum(dim)
-    last = csum.narrow(dim, length - 1, 1).expand(*shape[:dim], radius, *shape[dim + 1 :])
-    padded = torch.cat([x.new_zeros(shape), csum, last], dim=dim)  # padded[k] = c[k - radius]
-    return padded.narrow(dim, 2 * radius + 1, length) - padded.narrow(dim, 0, length)
+    out = torch.empty_like(csum)
+    head = max(length - radius, 0)  # out[:head] reads c[radius:]
+    out.narrow(dim, 0, head).copy_(csum.narrow(dim, min(radius, length), head))
+    out.narrow(dim, head, length - head).copy_(csum.narrow(dim, length - 1, 1))
+    tail = max(length - radius - 1, 0)  # out[radius + 1:] -= c[:tail]
+    out.narrow(dim, length - tail, tail).sub_(csum.narrow(dim, 0, tail))
+    return out
 
 
 def _box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
