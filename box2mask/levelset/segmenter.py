@@ -84,7 +84,8 @@ class _Crops:
 
     size: int  # the grid side S
     boxes: torch.Tensor  # (N, 4) the boxes in image coordinates, XYXY
-    bin_index: torch.Tensor  # (N, S, S) long colour bins
+    lab: torch.Tensor  # (N, S, S, 3) float CIE Lab of the sampled pixels (OpenCV 8-bit scale)
+    bin_index: torch.Tensor  # (N, S, S) long colour bins of `lab`
     valid: torch.Tensor  # (N, S, S) bool: the grid pixel lies on the image
     grid_boxes: torch.Tensor  # (N, 4) the boxes in grid coordinates, XYXY
     crop_boxes: torch.Tensor  # (N, 4) the crops (box + margin) in image coordinates, XYXY
@@ -266,7 +267,7 @@ class LevelSetSegmenter:
         box_masks = box_masks_from_boxes(crops.grid_boxes, size, size) > 0.5
         init = torch.as_tensor(np.asarray(init_masks), device=self.device)
         previous = gather_grid(init, crops.rows, crops.cols) & box_masks
-        colours = self._lab_at(crops.rows, crops.cols).permute(0, 3, 1, 2)  # (N, 3, S, S)
+        colours = crops.lab.permute(0, 3, 1, 2)  # (N, 3, S, S)
         grid_xy = click_grid_points(points, crops.crop_boxes, size)
         label_t = torch.as_tensor(np.asarray(labels), device=self.device).bool().reshape(-1)
         final = respond_to_clicks(previous, colours, box_masks, grid_xy, label_t, cfg)
@@ -330,8 +331,10 @@ class LevelSetSegmenter:
         height, width = self._size
         crop_boxes, grid_boxes = grow_boxes(boxes, cfg.margin_frac, cfg.margin_px, size)
         rows, cols, on_image = nearest_pixels(crop_boxes, size, height, width)
-        bin_index = self._bins(self._lab_at(rows, cols))
-        return _Crops(size, boxes, bin_index, on_image, grid_boxes, crop_boxes, rows, cols)
+        lab = self._lab_at(rows, cols)
+        return _Crops(
+            size, boxes, lab, self._bins(lab), on_image, grid_boxes, crop_boxes, rows, cols
+        )
 
     def _clean(self, phi, box_masks, pins, cfg):
         """Threshold phi and clean up: open/close, fill holes, largest component. (N, S, S) bool."""
