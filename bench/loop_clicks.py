@@ -29,7 +29,7 @@ from box2mask.segment.image import takes_init_masks
 from train.box_prompt_eval import evaluate_predictor, load_dataset
 from train.robot_user import batch_order, label_image
 
-__all__ = ["run_click_loop", "format_rows"]
+__all__ = ["run_click_loop", "format_rows", "batch_summary"]
 
 
 def _served(registry):
@@ -48,12 +48,26 @@ def _val_row(predictor, data: Path, val_items, max_clicks: int) -> dict:
     return {**quality, "noc_90": summarize(track, max_clicks)["noc_90"]}
 
 
+def batch_summary(answers: list) -> dict:
+    """What a batch of `UserLabel`s cost and taught: clicks, objects, brushed boxes, `untouched`
+    (boxes verified with 0 clicks: the served model's own mask becomes the label) and
+    `verified_miou`, the mean IoU of the verified masks with the GT (1 where brushed)."""
+    n = len(answers)
+    return {
+        "clicks": sum(a.clicks for a in answers),
+        "objects": n,
+        "brushed": sum(bool(a.brushed) for a in answers),
+        "untouched": sum(a.clicks == 0 for a in answers),
+        "verified_miou": sum(1.0 if a.brushed else a.iou for a in answers) / max(n, 1),
+    }
+
+
 def _label_batch(store, data: Path, batch: list, gt: dict, predictor, max_clicks: int) -> dict:
     """The simulated user labels the images `batch` with `predictor`; the store gets the masks
-    as verified ("human-corrected"). Returns the batch's click counts."""
+    as verified ("human-corrected"). Returns the batch's `batch_summary`."""
     from box2mask.io.image_io import load_image
 
-    clicks, brushed, objects = 0, 0, 0
+    every = []
     for key in batch:
         image = load_image(data / "images" / key)
         height, width = image.shape[:2]
@@ -70,11 +84,9 @@ def _label_batch(store, data: Path, batch: list, gt: dict, predictor, max_clicks
                     verified=True,
                 )
             )
-            clicks += answer.clicks
-            brushed += answer.brushed
-            objects += 1
+        every += answers
         store.set_image_done(key, True)
-    return {"clicks": clicks, "brushed": brushed, "objects": objects}
+    return batch_summary(every)
 
 
 def run_click_loop(args, tmp: Path) -> list[dict]:
@@ -94,7 +106,7 @@ def run_click_loop(args, tmp: Path) -> list[dict]:
     val_items = load_dataset(args.data, "val")
     rows = [{"round": 0, "verified_images": 0, "promoted": "-", "gate": "-", "minutes": 0.0}]
     rows[0].update(_val_row(build_predictor(None), args.data, val_items, args.max_clicks))
-    rows[0].update(clicks="-", objects="-", brushed="-", served="embedded default")
+    rows[0].update(clicks="-", objects="-", brushed="-", untouched="-", served="embedded default")
     print(json.dumps(rows[-1]), flush=True)
     sizes = [len(part) for part in np.array_split(np.arange(len(keys)), args.rounds)]
     unlabeled = batch_order(
@@ -145,18 +157,20 @@ def format_rows(rows: list[dict]) -> str:
     """The per-round Markdown table of `run_click_loop` rows."""
     lines = [
         "| round | verified images | clicks on the batch (objects, brushed) | clicks / object | "
+        "batch labels: 0-click share / mIoU vs GT | "
         "gate (candidate vs served, held-out mIoU) | promoted | served model | val mIoU / BF / "
         "accept@0.85 | val NoC@90 | minutes |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if r["round"] == 0:
-            spent, per = "-", "-"
+            spent, per, labels = "-", "-", "-"
         else:
             spent = f"{r['clicks']} ({r['objects']}, {r['brushed']})"
             per = f"{r['clicks'] / max(r['objects'], 1):.2f}"
+            labels = f"{r['untouched'] / max(r['objects'], 1):.2f} / {r['verified_miou']:.3f}"
         lines.append(
-            f"| {r['round']} | {r['verified_images']} | {spent} | {per} | {r['gate']} | "
+            f"| {r['round']} | {r['verified_images']} | {spent} | {per} | {labels} | {r['gate']} | "
             f"{r['promoted']} | {r['served']} | {r['miou']:.3f} / {r['boundary_f']:.3f} / "
             f"{r['accept_85']:.2f} | {r['noc_90']:.2f} | {r['minutes']:.1f} |"
         )
