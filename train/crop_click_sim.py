@@ -17,7 +17,7 @@ from box2mask.crop.click_maps import click_maps
 from box2mask.crop.learner import CropUNet, base_logits
 from train.robot_clicks import next_click
 
-__all__ = ["no_click_channels", "simulated_click_channels"]
+__all__ = ["no_click_channels", "simulated_click_channels", "clicked_crop_weights"]
 
 
 def no_click_channels(base: torch.Tensor) -> torch.Tensor:
@@ -96,3 +96,38 @@ def simulated_click_channels(
             )
     model.train(was_training)
     return channels
+
+
+def clicked_crop_weights(
+    *,
+    has_mask: torch.Tensor,
+    channels: torch.Tensor,
+    masks: torch.Tensor,
+    weak_on_verified: float,
+    weak_on_clicked: float = -1.0,
+    click_error_weight: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-crop weights of the weak terms (N,) and per-pixel weights of the mask BCE (N, S, S)
+    (None when `click_error_weight` is 0) for a batch with click channels.
+
+    Args:
+        has_mask: (N,) bool, which crops have a verified mask.
+        channels: (N, 3, S, S) the click channels (`simulated_click_channels`): +/- discs and the
+            previous mask (+1 / -1); (N, 0, S, S) for a learner without them (no clicked crops).
+        masks: (N, S, S) verified masks in [0, 1].
+        weak_on_verified: weak weight of verified crops; box-only crops get 1.
+        weak_on_clicked: weak weight of the crops with at least one click (< 0: as verified).
+        click_error_weight: on clicked crops, 1 + this on the pixels where the previous mask
+            disagrees with the verified mask.
+    """
+    weak = torch.where(has_mask, weak_on_verified, 1.0).float()
+    if channels.shape[1] < 3:
+        return weak, None
+    clicked = channels[:, :2].flatten(1).amax(dim=1) > 0
+    if weak_on_clicked >= 0:
+        weak = torch.where(clicked, float(weak_on_clicked), weak)
+    if not click_error_weight:
+        return weak, None
+    wrong = (channels[:, 2] > 0) != (masks > 0.5)
+    extra = (wrong & clicked[:, None, None]).float() * click_error_weight
+    return weak, 1.0 + extra

@@ -25,6 +25,9 @@ class CropLossWeights:
     distill: float = 1.0  # BCE to the embedded default's mask (with `teacher: default`)
     mask_bce: float = 1.0  # BCE to verified masks (with `mask_supervision`)
     mask_dice: float = 1.0  # dice to verified masks
+    # click consistency (click-aware learners): BCE of the mask at each simulated click's disc to
+    # the click's sign, on the clicked crops (0 = off, as before)
+    click: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
         """{"loss_<name>": weight}, the names of box2mask.crop.losses.crop_losses."""
@@ -52,6 +55,12 @@ class CropTrainConfig:
     click_free_share: float = 0.25  # share trained without clicks (the box-only path)
     click_empty_share: float = 0.25  # share of clicked crops starting from an empty mask
     max_sim_clicks: int = 4  # simulated clicks per clicked crop, uniform in 1..this
+    # weight of the box terms and the distillation (to the default's unclicked mask) on crops
+    # with simulated clicks: they pull against every click. < 0 = weak_on_verified (as before)
+    weak_on_clicked: float = -1.0
+    # extra verified-mask BCE weight on the pixels the previous mask got wrong, on clicked crops
+    # (the mask loss then centres on the region the clicks correct; 0 = off, as before)
+    click_error_weight: float = 0.0
     iterations: int = 6000  # optimizer steps in all
     batch_size: int = 32  # crops per step
     lr: float = 2e-3  # AdamW peak learning rate (linear warmup, cosine decay)

@@ -24,7 +24,7 @@ from box2mask.crop.losses import crop_losses, total_loss
 from box2mask.ops.levelset import box_masks_from_boxes, inscribed_ellipses
 from train.crop_augment import jitter_colours
 from train.crop_bank import CropBank, load_or_build_crop_bank
-from train.crop_click_sim import no_click_channels, simulated_click_channels
+from train.crop_click_sim import clicked_crop_weights, no_click_channels, simulated_click_channels
 from train.crop_config import CropTrainConfig
 
 __all__ = ["augment_batch", "forward_crops", "train_crop", "evaluate_crops", "widen_inputs"]
@@ -253,7 +253,6 @@ def train_crop(
         if cfg.augment:
             batch = augment_batch(batch, generator)
         batch["rgb"] = jitter_colours(batch["rgb"], cfg.colour_jitter, generator)
-        weak_weight = torch.where(batch["has_mask"], cfg.weak_on_verified, 1.0).float()
         batch["click_generator"] = generator
         batch["click_options"] = {
             "max_clicks": cfg.max_sim_clicks,
@@ -261,6 +260,11 @@ def train_crop(
             "empty_share": cfg.click_empty_share,
         }
         logits, features, inputs = forward_crops(model, batch)
+        weak_weight, mask_weight = clicked_crop_weights(
+            has_mask=batch["has_mask"], channels=inputs[:, 6:9], masks=batch["masks"],
+            weak_on_verified=cfg.weak_on_verified, weak_on_clicked=cfg.weak_on_clicked,
+            click_error_weight=cfg.click_error_weight,
+        )  # fmt: skip
         losses = crop_losses(
             logits=logits,
             features=features,
@@ -272,6 +276,8 @@ def train_crop(
             affinity=batch["affinity"],
             rgb=batch["rgb"] if weights["loss_pairwise"] else None,
             weak_weight=weak_weight,
+            clicks=inputs[:, 6:8] if cfg.model.click_channels else None,  # the +/- discs
+            mask_weight=mask_weight,
         )
         loss = total_loss(losses, weights)
         if not torch.isfinite(loss):

@@ -8,6 +8,8 @@
     loss_distill    BCE to a teacher's soft mask (the embedded default's), inside the box
     loss_mask_bce   BCE to a verified (human) mask, for the crops that have one
     loss_mask_dice  dice to that mask
+    loss_click      click consistency (click-aware learners): BCE of the mask at each click's disc
+                    to the click's sign, over the crops with clicks
 
 Every term is the mean over the crops it applies to; the training config's `loss` section is the
 one weight dict (total = sum(weight[k] * loss[k]), `total_loss`). The first five need boxes only.
@@ -23,7 +25,14 @@ from box2mask.ops.lcm import lcm_affinity, lcm_loss, neighbours
 from box2mask.ops.levelset import box_masks_from_boxes, chan_vese_energy
 from box2mask.ops.projection import dice_loss, projection_dice_loss
 
-__all__ = ["crop_affinity", "colour_edges", "pairwise_loss", "crop_losses", "total_loss"]
+__all__ = [
+    "crop_affinity",
+    "colour_edges",
+    "pairwise_loss",
+    "click_consistency_loss",
+    "crop_losses",
+    "total_loss",
+]
 
 LCM_STEPS, LCM_DILATION, LCM_TEMPERATURE = 5, 2, 0.3
 PAIR_DILATION, PAIR_THETA, PAIR_THRESHOLD = 2, 2.0, 0.3  # BoxInst's pairwise term
@@ -56,6 +65,16 @@ def pairwise_loss(logits: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
     return -(same * edges).sum(dim=(1, 2, 3)) / edges.sum(dim=(1, 2, 3)).clamp_min(1.0)
 
 
+def click_consistency_loss(logits: torch.Tensor, clicks: torch.Tensor) -> torch.Tensor:
+    """Per-crop BCE (N,) of the mask logits (N, S, S) at the click discs (N, 2, S, S) in {0, 1}
+    (channel 0 positive: target object, channel 1 negative: target background), averaged over
+    each crop's disc pixels; 0 for a crop without clicks. A mask that ignores a click pays
+    about |logit| at every pixel of its disc."""
+    positive, negative = clicks[:, 0], clicks[:, 1]
+    per_pixel = positive * F.softplus(-logits) + negative * F.softplus(logits)
+    return per_pixel.sum(dim=(1, 2)) / (positive + negative).sum(dim=(1, 2)).clamp_min(1.0)
+
+
 def crop_affinity(image: torch.Tensor) -> torch.Tensor:
     """The LCM neighbour affinities (N, 8, S, S) of normalised crops (N, 3, S, S); they depend
     on the image only, so a crop bank computes them once."""
@@ -74,6 +93,8 @@ def crop_losses(
     affinity: torch.Tensor | None = None,
     rgb: torch.Tensor | None = None,
     weak_weight: torch.Tensor | None = None,
+    clicks: torch.Tensor | None = None,
+    mask_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """All loss terms for N crops.
 
@@ -88,6 +109,10 @@ def crop_losses(
         rgb: (N, 3, S, S) the crop's colours in [0, 1] for the pairwise term, or None (term 0).
         weak_weight: (N,) weight of each crop in the box terms and the distillation (each term
             is mean(weak_weight * per-crop term)); None = 1 for every crop.
+        clicks: (N, 2, S, S) the +/- click discs of a click-aware learner's input, or None
+            (`loss_click` 0); the term is the mean over the crops with at least one click.
+        mask_weight: (N, S, S) per-pixel weight of the verified-mask BCE (e.g. up on the pixels
+            the previous mask got wrong), or None (1 everywhere).
     Returns:
         {name: scalar tensor}; the mask terms are 0 when no crop has a verified mask.
     """
@@ -122,11 +147,19 @@ def crop_losses(
     if masks is not None and has_mask is not None and bool(has_mask.any()):
         sel = has_mask.bool()
         bce = F.binary_cross_entropy_with_logits(logits[sel], masks[sel], reduction="none")
+        if mask_weight is not None:
+            bce = bce * mask_weight[sel]
         losses["loss_mask_bce"] = bce.mean()
         losses["loss_mask_dice"] = dice_loss(probs[sel].flatten(1), masks[sel].flatten(1)).mean()
     else:
         losses["loss_mask_bce"] = zero
         losses["loss_mask_dice"] = zero
+    losses["loss_click"] = zero
+    if clicks is not None:
+        with_clicks = clicks.flatten(1).amax(dim=1) > 0
+        if bool(with_clicks.any()):
+            per_crop = click_consistency_loss(logits[with_clicks], clicks[with_clicks])
+            losses["loss_click"] = per_crop.mean()
     return losses
 
 
