@@ -52,6 +52,10 @@ class CropLearnerConfig:
     test_flips: bool = False  # serve the mean correction over 4 flips of each crop (4x the net)
     click_channels: bool = False  # 3 more inputs: +/- click discs and the previous mask (clicks)
     click_radius: float = 2.0  # radius (grid pixels) of each click's disc in the click maps
+    # click-aware with the default as base: the learner's clicked mask is then the shown mask of
+    # the default's walk with the same clicks (those it still disagrees with re-segment at image
+    # resolution; box2mask/levelset/clicks.py). False: the learner's mask as is (as before)
+    click_walk: bool = False
 
 
 def crop_geometry(boxes: torch.Tensor, cfg: CropLearnerConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,7 +17,9 @@ mask of the box), and its result is returned as is, so the residual never undoes
 the ellipse base a click pins a disc of `click_radius` grid pixels in the final mask. A
 click-aware checkpoint (`click_channels`) instead reads its clicks as +/- disc maps and the
 previous mask (`init_masks`, or its own mask of the box) as three more input channels
-(box2mask/crop/click_maps.py) and returns its own corrected mask.
+(box2mask/crop/click_maps.py) and returns its own corrected mask; with `click_walk` that mask
+goes on to the default's walk as the shown mask (the clicks it already agrees with change
+nothing there, the others re-segment at image resolution).
 """
 
 import math
@@ -185,6 +187,10 @@ class CropLearnerPredictor:
         else:
             delta, _ = self.model(inputs)
         masks, confidence = self._paste(delta, base, boxes, windows)
+        if clicked and cfg.click_channels and cfg.click_walk and self._default is not None:
+            masks, _ = self._default.predict(
+                boxes_np, points=points, point_labels=point_labels, init_masks=masks, **options
+            )
         if clicked and not cfg.click_channels:
             self._pin_clicks(masks, boxes, windows, points, point_labels)
         scores = confidence if base_scores is None else base_scores
@@ -289,6 +295,8 @@ def _check_config(cfg: CropLearnerConfig) -> None:
         raise ValueError(
             f"model_config click_channels must be true or false, got {cfg.click_channels!r}"
         )
+    if not isinstance(cfg.click_walk, bool):
+        raise ValueError(f"model_config click_walk must be true or false, got {cfg.click_walk!r}")
     radius = cfg.click_radius
     if not (isinstance(radius, int | float) and not isinstance(radius, bool) and 0 < radius <= 64):
         raise ValueError(f"model_config click_radius must be a number in (0, 64], got {radius!r}")
