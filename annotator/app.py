@@ -289,6 +289,7 @@ def build_app(
             concurrency_id=MODEL_QUEUE,
         )
         brush_toggle.click(lambda m: "erase" if m == "add" else "add", brush_mode, brush_mode)
+        status_filter.change(_on_filter, [state, status_filter], message)  # no model call
 
         def on_brush(session, mode, size, evt: gr.SelectData):
             zoom = session.selected_crop()
@@ -348,4 +349,15 @@ def build_app(
 def _step(session, step, status_filter):
     if session.step_image(step, status_filter) is None:
         return f"No images with status '{status_filter}'."
+    if status_filter == "label next":  # how much of the queue is ranked, or why it is file order
+        return session.service.label_next.note
     return None
+
+
+def _on_filter(session, status_filter):
+    """Choosing "label next" asks for its scores at once (in the background) and says how far
+    they are; the other filters change nothing until N / P."""
+    if session is None or status_filter != "label next":
+        return gr.skip()
+    session.image_list(status_filter)
+    return session.service.label_next.note

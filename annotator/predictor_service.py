@@ -3,11 +3,13 @@ hot swap. Only new or moved boxes are decoded; the image is encoded once (`set_i
 until another image (or another tab's image) needs the model.
 """
 
+import copy
 import threading
 import time
 
 import numpy as np
 
+from annotator.label_next_queue import LabelNextQueue
 from box2mask.segment.image import takes_init_masks
 
 __all__ = ["PredictorService"]
@@ -27,6 +29,8 @@ class PredictorService:
         self._image_key = None  # which image the predictor currently holds (set_image)
         self.last_predict_ms = None  # ms of the last `predict` call (set_image excluded)
         self.last_predict_kind = None  # "click" (it had points) or "box"
+        # the "label next" queue: this model's uncertainty per image, scored in the background
+        self.label_next = LabelNextQueue(self)
 
     @property
     def model_version(self) -> str:
@@ -59,6 +63,12 @@ class PredictorService:
             self.last_predict_ms = (time.perf_counter() - start) * 1000
             self.last_predict_kind = "click" if options.get("points") is not None else "box"
             return result
+
+    def snapshot(self) -> tuple[str, object]:
+        """(model version, a deep copy of the current model): what the "label next" queue
+        scores with in its own thread, never holding this lock while it does."""
+        with self._lock:
+            return self._predictor.model_version, copy.deepcopy(self._predictor)
 
     def reload(self, predictor) -> None:
         """Swap in a new predictor (e.g. a promoted model); the next call re-encodes its image."""

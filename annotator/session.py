@@ -11,7 +11,8 @@ so a stale revision (another tab changed the label) is refused there too.
 Model calls go through one shared `PredictorService` (annotator/predictor_service.py;
 `model_masks` groups the boxes into predict calls); `reload_predictor` swaps the model without a
 restart. A slot and an undo step are annotator/slots.py; which image comes next is
-annotator/image_queue.py; the brush is annotator/brush.py.
+annotator/image_queue.py (its "label next" order: annotator/label_next_queue.py); the brush is
+annotator/brush.py.
 """
 
 from dataclasses import dataclass, field, replace
@@ -62,7 +63,7 @@ class AnnotationSession:
 
     # -- images --------------------------------------------------------------------------------
     def image_list(self, status_filter: str = "all") -> list[str]:
-        return image_queue.image_list(self.store, status_filter)
+        return image_queue.image_list(self.store, status_filter, rank=self._label_next)
 
     def progress(self) -> tuple[int, int]:
         """(images done, images in all)."""
@@ -81,7 +82,9 @@ class AnnotationSession:
 
     def step_image(self, step: int, status_filter: str = "all") -> str | None:
         """Open the next (+1) or previous (-1) image among those passing the filter."""
-        target = image_queue.step_target(self.store, self.image_key, step, status_filter)
+        target = image_queue.step_target(
+            self.store, self.image_key, step, status_filter, rank=self._label_next
+        )
         if target is not None:
             self.open_image(target)
         return target
@@ -106,8 +109,7 @@ class AnnotationSession:
             return False
         slot_of_new = {j: self.order[i] for i, j in pairs}
         for i in removed:
-            key = self.order[i]
-            self._write(key, None)
+            self._write(self.order[i], None)
         to_predict = []
         for j in added:
             if new[j][4] == self.classes[0]:  # the UI's default: the last class used instead
@@ -224,9 +226,8 @@ class AnnotationSession:
             radius=radius,
             erase=erase,
         )
-        drawn = (
-            slot.label.mask_rle is None or slot.label.source == "human"
-        )  # no model mask under it
+        # no model mask under it
+        drawn = slot.label.mask_rle is None or slot.label.source == "human"
         source = "human" if drawn else "human-corrected"
         self._write(key, replace(slot.label, mask_rle=encode_rle(mask), source=source), mask=mask)
 
@@ -281,6 +282,9 @@ class AnnotationSession:
         return crop_view(self.image, slot.mask, slot.label.box_xyxy, min_side=min_side)
 
     # -- internals ------------------------------------------------------------------------------
+    def _label_next(self, keys: list[str]) -> list[str]:  # cached scores, never a model call
+        return self.service.label_next.order(self.store, keys, images_dir=self.images_dir)
+
     def _key(self, index: int | None) -> int:
         index = self.selected if index is None else index
         if index is None or not 0 <= index < len(self.order):
@@ -289,10 +293,7 @@ class AnnotationSession:
         return self.order[index]
 
     def _load_labels(self) -> None:
-        """(Re)read the open image's labels from the store; masks decoded once here.
-
-        The undo history is dropped: it refers to the slots being replaced.
-        """
+        """(Re)read the image's labels from the store (masks decoded once); drops the undo history."""
         self.slots, self.order, self.selected = {}, [], None
         self.undo_stack.clear()
         self.redo_stack.clear()
@@ -388,9 +389,8 @@ class AnnotationSession:
             raise
         target.append(change)
         # the prompt comes back with the mask: a click after an undo resends the earlier clicks
-        self.slots[change.slot].set_prompt(
-            change.prompt_before if use_before else change.prompt_after
-        )
+        prompt = change.prompt_before if use_before else change.prompt_after
+        self.slots[change.slot].set_prompt(prompt)
         alive = self.slots[change.slot].label is not None
         if alive and change.slot not in self.order:
             self.order.append(change.slot)

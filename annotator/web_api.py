@@ -125,13 +125,17 @@ def web_routes(*, store, images_dir, service, classes: list[str], export_dir) ->
         s = page.session
         key = inp.text(body, "image", max_len=4096)
         step = inp.integer(body, "step", low=-1, high=1, default=0)
+        status_filter = inp.text(body, "filter", choices=FILTERS, default="all")
         note = ""
         if key is not None:
             s.open_image(key)
         elif step:
-            status_filter = inp.text(body, "filter", choices=FILTERS, default="all")
             if s.step_image(step, status_filter) is None:
                 note = f"No images with status '{status_filter}'."
+        elif status_filter == "label next":  # the filter was chosen: its scores are asked now
+            s.image_list(status_filter)
+        if status_filter == "label next" and not note:  # how much is ranked, or why file order
+            note = service.label_next.note
         return image_answer(sid, page, note)
 
     def event(body, user, run) -> dict:

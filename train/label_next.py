@@ -9,12 +9,14 @@ and a correction teaches the next round the most.
 
 `images` is a list of (key, (H, W, 3) uint8 image, (N, 4) XYXY boxes); the result is the keys,
 most disagreement first, ties in the order given (a stable sort: the same models give the same
-order).
+order), images without boxes last (in the order given). `uncertainty_order` is that order for
+scores computed elsewhere: the annotator's "label next" queue (annotator/label_next_queue.py) and
+`box2mask fiftyone rank` (annotator/fiftyone/rank.py) use it.
 """
 
 import numpy as np
 
-__all__ = ["mask_disagreement", "image_uncertainty", "label_order"]
+__all__ = ["mask_disagreement", "image_uncertainty", "uncertainty_order", "label_order"]
 
 
 def mask_disagreement(masks_a: np.ndarray, masks_b: np.ndarray) -> np.ndarray:
@@ -41,11 +43,22 @@ def image_uncertainty(image: np.ndarray, boxes: np.ndarray, *, base, learner) ->
     return float(mask_disagreement(base_masks, learner_masks).mean())
 
 
+def uncertainty_order(keys: list, scores: list) -> list:
+    """`keys` sorted by `scores` (one float or None per key), highest first; equal scores keep
+    their given order; None (no boxes to score) comes after every score, in the given order.
+    Scores are compared to 9 decimals, so float noise between runs does not reorder ties."""
+    if len(keys) != len(scores):
+        raise ValueError(f"{len(keys)} keys but {len(scores)} scores")
+    scored = [i for i, s in enumerate(scores) if s is not None]
+    scored.sort(key=lambda i: (-round(float(scores[i]), 9), i))
+    return [keys[i] for i in scored] + [k for k, s in zip(keys, scores, strict=True) if s is None]
+
+
 def label_order(images, *, base, learner) -> list:
     """The keys of `images` [(key, image, boxes)], most uncertain first (`image_uncertainty`);
-    equal scores keep their given order."""
+    equal scores keep their given order; images without boxes last."""
     scores = [
-        image_uncertainty(image, boxes, base=base, learner=learner) for _, image, boxes in images
+        image_uncertainty(image, boxes, base=base, learner=learner) if len(boxes) else None
+        for _, image, boxes in images
     ]
-    ranked = sorted(range(len(images)), key=lambda i: (-round(scores[i], 9), i))
-    return [images[i][0] for i in ranked]
+    return uncertainty_order([key for key, _, _ in images], scores)
