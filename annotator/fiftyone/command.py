@@ -3,6 +3,7 @@
     box2mask fiftyone apply    --dataset NAME --boxes ground_truth --out box2mask [--checkpoint CKPT]
     torchrun --nproc-per-node N -m box2mask fiftyone apply ...   (N processes share the work)
     box2mask fiftyone evaluate --dataset NAME --pred box2mask --gt ground_truth
+    box2mask fiftyone rank     --dataset NAME --boxes ground_truth --checkpoint CKPT
     box2mask fiftyone app      --dataset NAME
     box2mask fiftyone import   --dataset NAME --field box2mask (--sqlite DB | --coco JSON) --images DIR
     box2mask fiftyone export   --dataset NAME --field box2mask (--sqlite DB | --coco JSON) --images DIR
@@ -24,6 +25,7 @@ CHUNK_SAMPLES = (
 HELP = {
     "apply": "masks for every box of a Detections field, into a new field (resumable)",
     "evaluate": "mask evaluation against ground-truth masks, with a per-sample IoU field",
+    "rank": "what to label next: per-sample uncertainty of a learner vs the default, sorted view",
     "app": "open the FiftyOne App on a dataset to review (tag labels verified / needs_fix)",
     "import": "labels from a SQLite label store or a COCO file into a dataset field",
     "export": "labels of a dataset field to a SQLite label store or a COCO file",
@@ -44,7 +46,18 @@ EXAMPLES = """examples (the embedded default model; add --checkpoint CKPT for a 
   torchrun --nproc-per-node 2 -m box2mask fiftyone apply --dataset demo --boxes ground_truth --out box2mask
   box2mask fiftyone app      --dataset demo          # review: tag labels verified / needs_fix
   box2mask fiftyone evaluate --dataset NAME --pred box2mask --gt ground_truth   # needs GT masks
+  box2mask fiftyone rank     --dataset demo --boxes ground_truth --checkpoint runs/crop_photos/last.pt
   box2mask fiftyone export   --dataset demo --field box2mask --coco runs/demo.json --images demo
+"""
+
+
+RANK_NOTES = """The uncertainty of a sample is the mean disagreement (1 - IoU) of the learner
+(--checkpoint) and the embedded default on its boxes: where they disagree, a correction teaches
+the next round most (train/label_next.py; the annotator's "label next" queue is the same order).
+Writes FIELD (the uncertainty; None without boxes) and FIELD_rank (1 = label first) on every sample
+not marked done (the annotator's <boxes>_done flag), None on done ones, and saves the view VIEW:
+  dataset.load_saved_view("label_next")          # exactly this order
+  dataset.sort_by("b2m_label_next", reverse=True)   # the same up to ties
 """
 
 
@@ -90,6 +103,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--pred", required=True, help="Detections field with predicted masks")
             p.add_argument("--gt", required=True, help="Detections field with ground-truth masks")
             p.add_argument("--eval-key", default="eval_box2mask", help="prefix of result fields")
+        elif name == "rank":
+            p.formatter_class = argparse.RawDescriptionHelpFormatter
+            p.epilog = RANK_NOTES
+            p.add_argument("--boxes", required=True, help="Detections field with the boxes")
+            p.add_argument(
+                "--checkpoint",
+                required=True,
+                help="the learner (a crop-learner checkpoint, e.g. the registry's promoted one)",
+            )
+            p.add_argument(
+                "--field", default="b2m_label_next", help="sample field (default b2m_label_next)"
+            )
+            p.add_argument(
+                "--view", default="label_next", help="saved view name (default label_next)"
+            )
+            p.add_argument(
+                "--device", default="cpu", choices=["cpu", "cuda"], help="torch device (cpu)"
+            )
+            p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
         elif name == "app":
             p.add_argument("--port", type=int, default=5151, help="App port (default: 5151)")
             p.add_argument("--address", default="127.0.0.1", help="address to serve on")
@@ -121,6 +153,8 @@ def run(args: argparse.Namespace) -> int:
             return _evaluate(args)
         if args.fiftyone_command == "app":
             return _app(args)
+        if args.fiftyone_command == "rank":
+            return _rank(args)
         if args.fiftyone_command == "plugin":
             return _plugin()
         return _transfer(args)
@@ -220,6 +254,44 @@ def _evaluate(args) -> int:
     print(
         f"worst samples first: dataset.sort_by('{args.eval_key}_mean_iou') "
         f"(or sort by that field in the App: box2mask fiftyone app --dataset {args.dataset})"
+    )
+    return 0
+
+
+def _rank(args) -> int:
+    from annotator.fiftyone.rank import rank_samples
+    from box2mask import build_predictor
+    from box2mask.io.checkpoint import CheckpointError
+
+    dataset = _load(args.dataset)
+    try:
+        learner = build_predictor(args.checkpoint, args.device)
+    except CheckpointError as err:
+        raise ValueError(str(err)) from err
+    base = build_predictor(None, args.device)
+    if learner.model_version == base.model_version:
+        raise ValueError(f"{args.checkpoint} is the default itself: nothing to disagree with")
+    result = rank_samples(
+        dataset,
+        boxes_field=args.boxes,
+        base=base,
+        learner=learner,
+        field_name=args.field,
+        view_name=args.view,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{args.field}: {result.ranked} samples ranked ({learner.model_version} vs "
+        f"{base.model_version}), {result.without_boxes} without boxes last, {result.done} done "
+        f"left out; view {args.view!r} saved"
+    )
+    for n, sample_id in enumerate(result.order[:5], start=1):
+        score = result.scores.get(sample_id)
+        shown = "no boxes" if score is None else f"{score:.3f}"
+        print(f"  {n}. {dataset[sample_id].filepath} ({shown})")
+    print(
+        f"label next: dataset.load_saved_view({args.view!r}) or "
+        f"dataset.sort_by({args.field!r}, reverse=True)"
     )
     return 0
 
