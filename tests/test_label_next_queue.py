@@ -159,3 +159,30 @@ def test_scoring_never_holds_the_shared_model(folder):
         _Shrunk.slow_copies = False
     assert done, "a box answer waited for the label-next scoring"
     assert session.service.label_next.wait_idle(10)
+
+
+def test_the_canvas_filter_walks_the_queue(folder, tmp_path):
+    """/b2m/: choosing "label next" asks for the scores and says how far they are; N then walks
+    the queue from its most uncertain image."""
+    from starlette.applications import Starlette
+    from starlette.testclient import TestClient
+
+    from annotator.web_api import web_routes
+
+    store, images = folder
+    session = _session(store, images, _Shrunk("learner-a", {0: 0.1, 1: 0.5, 3: 0.9}))
+    service = session.service
+    routes = web_routes(
+        store=store, images_dir=images, service=service, classes=["obj"], export_dir=tmp_path
+    )
+    with TestClient(Starlette(routes=routes)) as http:
+        sid = http.post("/b2m/api/open", json={}).json()["sid"]
+        chosen = http.post("/b2m/api/open", json={"sid": sid, "filter": "label next"}).json()
+        assert "0 of 4 images with boxes ranked" in chosen["note"]
+        assert service.label_next.wait_idle(10)
+        http.post("/b2m/api/action", json={"sid": sid, "name": "done"})  # i0 leaves the queue
+        stepped = http.post("/b2m/api/open", json={"sid": sid, "step": 1, "filter": "label next"})
+        assert stepped.json()["image"] == "i3.png"  # the queue's first, not i1 (file order)
+        assert "3 of 3 images with boxes ranked by learner-a" in stepped.json()["note"]
+        stepped = http.post("/b2m/api/open", json={"sid": sid, "step": 1, "filter": "label next"})
+        assert stepped.json()["image"] == "i1.png"  # then the queue's second
