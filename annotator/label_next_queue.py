@@ -17,12 +17,15 @@ One `LabelNextQueue` belongs to the `PredictorService` (`service.label_next`), s
 both pages shares its scores; a hot reload (a new model version) makes every cached score stale.
 """
 
+import logging
 import threading
 from pathlib import Path
 
 from train.label_next import image_uncertainty, uncertainty_order
 
 __all__ = ["LabelNextQueue", "default_base"]
+
+logger = logging.getLogger(__name__)
 
 
 def default_base():
@@ -43,7 +46,7 @@ class LabelNextQueue:
     Args:
         service: the annotator's PredictorService (its `model_version` and `snapshot()`).
         base_factory: builds the base model (default: the embedded level-set default); called
-            once, in the background thread.
+            once, by the first `order` (a constructor: no model call).
     """
 
     def __init__(self, service, base_factory=default_base):
@@ -76,7 +79,7 @@ class LabelNextQueue:
             self.note = f"label next: file order ({self._copy_error[1]})"
             return list(keys)
         boxes = {key: _boxes_of(store, key) for key in keys}
-        scores, pending = [], 0
+        scores, pending, failed = [], 0, 0
         with self._work:
             for key in keys:
                 cached = self._scores.get(key)
@@ -89,17 +92,20 @@ class LabelNextQueue:
                 elif cached[2] is not None:
                     scores.append(cached[2])
                     continue
+                else:
+                    failed += 1
                 scores.append(-1.0)  # after every real score (>= 0), in file order
             if pending:
                 self._start()
                 self._work.notify_all()
         without = sum(not b for b in boxes.values())
         boxed = len(keys) - without
-        self.note = (
-            f"label next: {boxed - pending} of {boxed} images with boxes ranked by {version}"
-        )
+        ranked = boxed - pending - failed
+        self.note = f"label next: {ranked} of {boxed} images with boxes ranked by {version}"
         if pending:
             self.note += f" ({pending} being scored follow in file order)"
+        if failed:
+            self.note += f" ({failed} could not be scored, in file order: see the log)"
         if without:
             self.note += f"; {without} without boxes last"
         return uncertainty_order(list(keys), scores)
@@ -126,7 +132,8 @@ class LabelNextQueue:
                 self._busy = True
             version, score = self.service.model_version, None
             try:
-                if learner is None or learner[0] != version:
+                stale = learner is None or learner[0] != version
+                if stale and (self._copy_error is None or self._copy_error[0] != version):
                     learner = self.service.snapshot()  # a deep copy: the shared one stays free
             except Exception as err:  # a model that cannot be copied: file order, said so
                 with self._work:
@@ -135,7 +142,8 @@ class LabelNextQueue:
                 if learner is not None and learner[0] == version:
                     image = _load(images_dir, key)
                     score = image_uncertainty(image, boxes, base=self._base, learner=learner[1])
-            except Exception:  # an unreadable image, a model error: ranked with the pending ones
+            except Exception as err:  # an unreadable image, a model error: after the scored
+                logger.warning("label next: could not score %s: %s", key, err)
                 score = None
             with self._work:
                 self._scores[key] = (version, boxes, score)

@@ -124,6 +124,16 @@ def test_a_new_model_version_or_new_boxes_rescore(folder):
     )
 
 
+def test_an_unreadable_image_follows_the_scored_ones(folder):
+    store, images = folder
+    (images / "i0.png").write_bytes(b"not a png")
+    session = _session(store, images, _Shrunk("learner-a", {0: 0.1, 1: 0.5, 3: 0.9}))
+    assert _ranked(session) == ["i3.png", "i1.png", "i4.png", "i0.png", "i2.png"]
+    assert "3 of 4 images with boxes ranked by learner-a (1 could not be scored" in (
+        session.service.label_next.note
+    )
+
+
 def test_the_default_served_gives_file_order_and_says_so(folder):
     store, images = folder
     session = _session(store, images, _Shrunk("base", {3: 0.9}))
