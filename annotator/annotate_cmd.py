@@ -53,8 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--auth",
         default=None,
+        action="append",
         metavar="USER:PASSWORD",
-        help="require this login (required when --host is not a loopback address)",
+        help="require this login (required when --host is not a loopback address); repeat it "
+        "for several people, each with their own login (a page is its login's alone)",
     )
     parser.add_argument(
         "--max-upload-mb",
@@ -82,14 +84,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_network_args(host: str, auth: str | None) -> tuple[str, str] | None:
-    """Validate --host/--auth; returns the (user, password) pair or None. Raises ValueError."""
+def check_network_args(
+    host: str, auth: str | list[str] | None
+) -> tuple[str, str] | list[tuple[str, str]] | None:
+    """Validate --host/--auth (one USER:PASSWORD or a list, --auth repeated); returns the
+    (user, password) pair, a list of them for several logins, or None. Raises ValueError."""
     pair = None
-    if auth is not None:
-        user, sep, password = auth.partition(":")
+    logins = [auth] if isinstance(auth, str) else list(auth or [])
+    pairs = []
+    for login in logins:
+        user, sep, password = login.partition(":")
         if not sep or not user or not password:
             raise ValueError("--auth must be USER:PASSWORD with both parts non-empty")
-        pair = (user, password)
+        if user in dict(pairs):
+            raise ValueError(f"--auth {user}: given twice")
+        pairs.append((user, password))
+    if pairs:
+        pair = pairs[0] if len(pairs) == 1 else pairs
     if host not in LOOPBACK and pair is None:
         raise ValueError(
             f"refusing to listen on {host} without a login: anyone on the network could read and "
@@ -120,6 +131,9 @@ def run(args) -> int:
     # a server runs all day: keep large short-lived buffers out of glibc's heap, before any are
     # made (annotator/malloc_tuning.py says why; a no-op on other C libraries)
     tune_malloc()
+    from annotator.memory_probe import probe_from_env
+
+    probe_from_env()  # opt-in debug switch (BOX2MASK_MEMORY_PROBE=FILE): memory reports
 
     # renders go to a Gradio temp folder of this server, emptied of old files while it runs
     from annotator.temp_cleaner import ShownFiles, TempCleaner, own_temp_folder

@@ -16,6 +16,7 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from annotator.export import export_coco, import_coco
+from annotator.gradio_sessions import drop_event_copies
 from annotator.image_queue import FILTERS
 from annotator.overlay import CLASS_COLORS
 from annotator.session import AnnotationSession
@@ -187,6 +188,7 @@ def build_app(
         cache_dir = Path(annot.GRADIO_CACHE) / RENDERS
 
         def render(session, note="", full=False):
+            drop_event_copies(demo)  # what Gradio kept of this session's earlier updates
             boxes = session.annotator_boxes()
             value = {"image": _jpeg(session.overlay(), cache_dir), "boxes": boxes}
             if shown_files is not None:  # the browser sends this file back with its next box
