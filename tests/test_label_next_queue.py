@@ -196,3 +196,16 @@ def test_the_canvas_filter_walks_the_queue(folder, tmp_path):
         assert "3 of 3 images with boxes ranked by learner-a" in stepped.json()["note"]
         stepped = http.post("/b2m/api/open", json={"sid": sid, "step": 1, "filter": "label next"})
         assert stepped.json()["image"] == "i1.png"  # then the queue's second
+
+
+def test_the_gradio_filter_says_how_far_the_ranking_is(folder):
+    from annotator.app import _on_filter, _step
+
+    store, images = folder
+    session = _session(store, images, _Shrunk("learner-a", {0: 0.1, 1: 0.5, 3: 0.9}))
+    session.open_image("i5.png")  # done: out of the queue
+    assert "0 of 4 images with boxes ranked" in _on_filter(session, "label next")
+    assert session.service.label_next.wait_idle(10)
+    assert "4 of 4 images with boxes ranked" in _step(session, +1, "label next")
+    assert session.image_key == "i3.png"  # the most uncertain
+    assert _on_filter(session, "all") is not None and session.image_key == "i3.png"
