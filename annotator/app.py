@@ -16,7 +16,7 @@ import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from annotator.export import export_coco, import_coco
-from annotator.gradio_sessions import drop_event_copies
+from annotator.gradio_sessions import SessionOwners, drop_event_copies
 from annotator.image_queue import FILTERS
 from annotator.overlay import CLASS_COLORS
 from annotator.session import AnnotationSession
@@ -186,6 +186,7 @@ def build_app(
         label_view = [annot, labels, crop, message, image_info]
         full_view = label_view + [progress, jump]
         cache_dir = Path(annot.GRADIO_CACHE) / RENDERS
+        owners = SessionOwners()
 
         def render(session, note="", full=False):
             drop_event_copies(demo)  # what Gradio kept of this session's earlier updates
@@ -219,6 +220,10 @@ def build_app(
                 @functools.wraps(action)
                 def handler(session, *args):
                     try:
+                        owners.check(session)  # another login's tab: refused, nothing runs
+                    except PermissionError as err:
+                        raise gr.Error(str(err)) from None
+                    try:
                         note = action(session, *args) or ""
                     except StaleWriteError as err:
                         gr.Warning(str(err))
@@ -236,6 +241,7 @@ def build_app(
 
         def on_load():
             session = AnnotationSession(store, Path(images_dir), service, list(classes))
+            owners.claim(session)  # this tab's events must come from the same login
             everything = session.image_list()
             keys = [k for k in everything if store.image_status(k) != "done"] or everything
             if not keys:

@@ -15,6 +15,8 @@ the demo images with a few labels, logs in, opens two canvas pages (`/b2m/api/op
     session     a page id never made, too long, or of another kind (a list)
     stale       a label changed on one page, then accepted or deleted on the other (a stale
                 revision): refused with 409
+    other user  a second login sends A's canvas page id and A's Gradio session hash with
+                every event on A's selected label (bench/fuzz_other_user.py): refused
 Each case must answer 4xx (a redirect to the login page for /b2m/ without a cookie), the store's
 rows and hash must not change (bench/kill_checks.store_digest) and no file may appear in the
 images or export folder; every 100 cases a valid request must still be answered.
@@ -34,6 +36,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.fuzz_other_user import OTHER, run_other_user
 from bench.kill_checks import store_digest
 from bench.load_server import REPO, free_port
 
@@ -52,6 +55,7 @@ def start(folder: Path):
     log = folder / "annotate.log"
     cmd = [sys.executable, "-m", "box2mask", "annotate", str(folder / "images")]
     cmd += ["--port", str(port), "--auth", f"fuzz:{PASSWORD}", "--max-upload-mb", "1"]
+    cmd += ["--auth", ":".join(OTHER)]  # a second login (bench/fuzz_other_user.py)
     cmd += ["--classes", "cat,cup"]
     env = {"GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(REPO)}
     with open(log, "w") as out:
@@ -266,6 +270,7 @@ def run_fuzz(cases: int, seed: int, folder: Path) -> dict:
             client.post("/b2m/api/box", json={"sid": page["sid"], "box": [40, 40, 200, 200]})
         store = images / "box2mask_labels.sqlite"
         stale_cases(client, pages, max(10, cases // 100), folder, results)
+        control = run_other_user(base, ("fuzz", PASSWORD), store, results)
         pages = [open_page(client)]
         files_before = sorted(p.name for p in images.iterdir())
         digest = store_digest(store)
@@ -303,7 +308,7 @@ def run_fuzz(cases: int, seed: int, folder: Path) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
     return dict(results=results, down=down, new_files=new_files, exported=exported,
-                alive=proc.returncode in (0, -15, 143))  # fmt: skip
+                alive=proc.returncode in (0, -15, 143), control=control)  # fmt: skip
 
 
 def print_report(result: dict) -> None:
@@ -316,7 +321,7 @@ def print_report(result: dict) -> None:
           f"folder: {result['new_files'] or 'none'}; export written: {result['exported']}")  # fmt: skip
     print("\n| kind | cases | clear 4xx, nothing written | writes | answers (status: count) |")
     print("|---|---|---|---|---|")
-    for kind in ("auth", "size", "path", "payload", "session", "stale"):
+    for kind in ("auth", "size", "path", "payload", "session", "stale", "other user"):
         rows = by_kind.get(kind, [])
         if not rows:
             continue
@@ -326,7 +331,8 @@ def print_report(result: dict) -> None:
         print(f"| {kind} | {len(rows)} | {ok} | {writes} | "
               + ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items())) + " |")  # fmt: skip
     bad = [r for r in result["results"] if not r["ok"]]
-    print(f"\n{total - len(bad)}/{total} refused cleanly")
+    print(f"\n{total - len(bad)}/{total} refused cleanly; the owner's own accept after the other "
+          f"login's tries: {'written' if result.get('control') else 'NOT written'}")  # fmt: skip
     for r in bad[:15]:
         print(f"not refused: {r['kind']} {r['url']} -> {r['status']} {r['detail'][:100]!r}")
 

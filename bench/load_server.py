@@ -84,21 +84,23 @@ def stop_server(proc) -> None:
         proc.wait()
 
 
-def api_names(base: str) -> dict[str, str]:
-    """action -> api_name, found from the widgets' elem_ids in the app's /config."""
+def api_names(base: str, config: dict | None = None, elem_ids=None) -> dict[str, str]:
+    """action -> api_name, found from the widgets' elem_ids (`elem_ids`, default ELEM_IDS) in the
+    app's /config (`config`: that JSON when already fetched, e.g. with a login cookie)."""
     import httpx
 
-    config = httpx.get(base + "/config", timeout=10).json()
+    elem_ids = ELEM_IDS if elem_ids is None else elem_ids
+    config = httpx.get(base + "/config", timeout=10).json() if config is None else config
     by_elem = {c["props"].get("elem_id"): c["id"] for c in config["components"] if "props" in c}
     names = {}
     for dep in config["dependencies"]:
         for target, event in dep["targets"]:
-            for action, (elem, want) in ELEM_IDS.items():
+            for action, (elem, want) in elem_ids.items():
                 if by_elem.get(elem) == target and event == want:
                     names[action] = "/" + dep["api_name"]
             if event == "load":
                 names["load"] = "/" + dep["api_name"]
-    missing = set(ELEM_IDS) - set(names)
+    missing = set(elem_ids) - set(names)
     if missing:
         raise RuntimeError(f"the app has no event for {sorted(missing)}")
     return names

@@ -69,3 +69,56 @@ def test_without_dropping_each_pick_leaves_a_copy():
 def test_outside_an_event_nothing_happens():
     demo = _app(drop=True)
     assert drop_event_copies(demo) == 0
+
+
+class _Session:
+    pass
+
+
+def test_another_login_cannot_use_a_sessions_hash():
+    """Login b sends login a's session hash: refused before the handler runs; a still works."""
+    from annotator.gradio_sessions import SessionOwners
+
+    owners, ran = SessionOwners(), []
+    with gr.Blocks() as demo:
+        state = gr.State(None)
+        out = gr.Markdown()
+        button = gr.Button("go")
+
+        def load():
+            session = _Session()  # stands for an AnnotationSession
+            owners.claim(session)
+            return session, ""
+
+        def go(session):
+            try:
+                owners.check(session)
+            except PermissionError as err:
+                raise gr.Error(str(err)) from None
+            ran.append(True)
+            return session, "ran"
+
+        demo.load(load, None, [state, out], api_name="load")
+        button.click(go, [state], [state, out], api_name="go")
+    demo.queue()
+    port = free_port()
+    demo.launch(
+        prevent_thread_lock=True,
+        server_port=port,
+        quiet=True,
+        show_error=True,
+        auth=[("a", "pa"), ("b", "pb")],
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        a = gradio_client.Client(url, auth=("a", "pa"), verbose=False)
+        a.predict(api_name="/load")
+        b = gradio_client.Client(url, auth=("b", "pb"), verbose=False)
+        b.session_hash = a.session_hash
+        with pytest.raises(Exception, match="opened by another login, not 'b'"):
+            b.predict(api_name="/go")
+        assert ran == []
+        assert a.predict(api_name="/go") == "ran"
+        assert ran == [True]
+    finally:
+        demo.close()

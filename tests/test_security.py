@@ -124,3 +124,14 @@ def test_oversized_upload_is_refused(server):
         "/gradio_api/upload", files={"files": ("small.json", b"{}", "application/json")}
     )
     assert small.status_code == 200
+
+
+def test_several_logins_with_auth_repeated():
+    from annotator.annotate_cmd import check_network_args
+
+    assert check_network_args("0.0.0.0", ["ann:pw1"]) == ("ann", "pw1")
+    assert check_network_args("0.0.0.0", ["ann:pw1", "bo:p:w2"]) == [("ann", "pw1"), ("bo", "p:w2")]
+    with pytest.raises(ValueError, match="--auth ann: given twice"):
+        check_network_args("0.0.0.0", ["ann:pw1", "ann:pw2"])
+    with pytest.raises(ValueError, match="both parts non-empty"):
+        check_network_args("127.0.0.1", ["ann:pw1", "bo:"])
