@@ -5,8 +5,15 @@ import pytest
 gr = pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
+import socket  # noqa: E402
+
 from annotator.gradio_sessions import drop_event_copies  # noqa: E402
-from bench.load_server import free_port  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _app(drop: bool):
