@@ -27,9 +27,9 @@ from bench.clicks import run_robot, summarize
 from box2mask.io.rle import decode_segmentation, encode_rle
 from box2mask.segment.image import takes_init_masks
 from train.box_prompt_eval import evaluate_predictor, load_dataset
-from train.robot_user import batch_order, label_image
+from train.robot_user import batch_order, batch_summary, label_image
 
-__all__ = ["run_click_loop", "format_rows", "batch_summary"]
+__all__ = ["run_click_loop", "format_rows"]
 
 
 def _served(registry):
@@ -46,20 +46,6 @@ def _val_row(predictor, data: Path, val_items, max_clicks: int) -> dict:
     previous = takes_init_masks(predictor)
     track = run_robot({"m": (predictor, previous)}, val_items, max_clicks, progress=False)["m"]
     return {**quality, "noc_90": summarize(track, max_clicks)["noc_90"]}
-
-
-def batch_summary(answers: list) -> dict:
-    """What a batch of `UserLabel`s cost and taught: clicks, objects, brushed boxes, `untouched`
-    (boxes verified with 0 clicks: the served model's own mask becomes the label) and
-    `verified_miou`, the mean IoU of the verified masks with the GT (1 where brushed)."""
-    n = len(answers)
-    return {
-        "clicks": sum(a.clicks for a in answers),
-        "objects": n,
-        "brushed": sum(bool(a.brushed) for a in answers),
-        "untouched": sum(a.clicks == 0 for a in answers),
-        "verified_miou": sum(1.0 if a.brushed else a.iou for a in answers) / max(n, 1),
-    }
 
 
 def _label_batch(store, data: Path, batch: list, gt: dict, predictor, max_clicks: int) -> dict:

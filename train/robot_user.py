@@ -18,7 +18,7 @@ from box2mask.ops.metrics import mask_iou
 from box2mask.segment.image import takes_init_masks
 from train.robot_clicks import next_click
 
-__all__ = ["UserLabel", "robot_label", "label_image", "batch_order"]
+__all__ = ["UserLabel", "robot_label", "label_image", "batch_order", "batch_summary"]
 
 
 @dataclass
@@ -76,3 +76,17 @@ def batch_order(keys: list, *, order: str, seed: int) -> list:
         rng = np.random.default_rng(seed)
         return [keys[i] for i in rng.permutation(len(keys))]
     raise ValueError(f"order must be index or random here, got {order!r}")
+
+
+def batch_summary(answers: list) -> dict:
+    """What a batch of `UserLabel`s cost and taught: clicks, objects, brushed boxes, `untouched`
+    (boxes verified with 0 clicks: the served model's own mask becomes the label) and
+    `verified_miou`, the mean IoU of the verified masks with the GT (1 where brushed)."""
+    n = len(answers)
+    return {
+        "clicks": sum(a.clicks for a in answers),
+        "objects": n,
+        "brushed": sum(bool(a.brushed) for a in answers),
+        "untouched": sum(a.clicks == 0 for a in answers),
+        "verified_miou": sum(1.0 if a.brushed else a.iou for a in answers) / max(n, 1),
+    }
