@@ -61,6 +61,8 @@ def retrain(
         a config with `learner: crop` trains the crop learner (train/crop_train.py).
     Raises RetrainError, train.config.ConfigError, train.registry.RegistryLocked.
     mask_supervision: verified masks of training images become mask targets (mixed supervision).
+    init_from: "promoted" (the promoted model; with none, the config's init_checkpoint if any),
+        "scratch" (random weights: the config's init_checkpoint is ignored) or a checkpoint path.
     """
     import torch
 
@@ -105,6 +107,9 @@ def retrain(
             "val_split": "",
             "out_dir": str(work / "candidate"),
             **({"mask_supervision": True} if mask_supervision else {}),
+            # "scratch" means random weights, also under a config that names an init_checkpoint
+            # (configs/crop_clicks.yaml widens runs/crop_photos/last.pt, a run on every GT mask)
+            **({"init_checkpoint": ""} if init_from == "scratch" else {}),
         }
         resume = work / "candidate" / "last.pt"
         resume_from = load_checkpoint(resume) if resume.is_file() else None
