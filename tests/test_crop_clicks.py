@@ -4,9 +4,10 @@ import numpy as np
 import torch
 
 from box2mask.crop.click_maps import click_maps
-from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet
+from box2mask.crop.learner import CropLearnerConfig, CropUNet
 from box2mask.crop.predictor import CropLearnerPredictor
-from box2mask.io.checkpoint import load_checkpoint, save_checkpoint
+from box2mask.io.checkpoint import load_checkpoint
+from tests.crop_checkpoints import save_crop_model
 
 
 class ClickDelta(CropUNet):
@@ -14,19 +15,6 @@ class ClickDelta(CropUNet):
 
     def forward(self, x):
         return 20.0 * (x[:, 6] - x[:, 7]), x
-
-
-def _save(model, path):
-    save_checkpoint(
-        path,
-        model=model,
-        model_config=model.cfg,
-        class_names=["thing"],
-        config={},
-        model_version="crop-clicks-test",
-        kind=KIND,
-    )
-    return path
 
 
 def test_click_maps_put_a_disc_of_the_radius_on_the_grid():
@@ -95,7 +83,7 @@ def test_a_checkpoint_without_the_flag_loads_and_predicts_as_before(tmp_path):
     with torch.no_grad():
         model.head.bias.fill_(0.5)
         torch.nn.init.normal_(model.head.weight, std=0.5)
-    ckpt = load_checkpoint(_save(model, tmp_path / "old.pt"), map_location="cpu")
+    ckpt = load_checkpoint(save_crop_model(tmp_path / "old.pt", model), map_location="cpu")
     for key in ("click_channels", "click_radius"):  # as written before the flag existed
         ckpt["model_config"].pop(key, None)
     old = CropLearnerPredictor.from_checkpoint(ckpt)
@@ -113,7 +101,7 @@ def test_a_checkpoint_without_the_flag_loads_and_predicts_as_before(tmp_path):
 
 def test_a_click_aware_checkpoint_round_trips(tmp_path):
     model = CropUNet(CropLearnerConfig(base="ellipse", crop_size=32, click_channels=True))
-    loaded = CropLearnerPredictor.from_checkpoint(_save(model, tmp_path / "clicks.pt"))
+    loaded = CropLearnerPredictor.from_checkpoint(save_crop_model(tmp_path / "clicks.pt", model))
     assert loaded.cfg.click_channels and loaded.model.down[0][0].weight.shape[1] == 9
 
 

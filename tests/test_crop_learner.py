@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from box2mask import build_predictor
-from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet
+from box2mask.crop.learner import CropLearnerConfig, CropUNet
 from box2mask.crop.losses import crop_affinity
 from box2mask.crop.predictor import CropLearnerPredictor
-from box2mask.io.checkpoint import save_checkpoint
 from box2mask.levelset.segmenter import LevelSetSegmenter
 from box2mask.ops.levelset import box_masks_from_boxes
+from tests.crop_checkpoints import save_crop_model
 from tests.disc_scenes import disc_scene, iou
 from train.crop_train import augment_batch
 
@@ -21,16 +21,7 @@ NUCLEI = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuclei"
 
 
 def _save(model, path):
-    save_checkpoint(
-        path,
-        model=model,
-        model_config=model.cfg,
-        class_names=["disc"],
-        config={},
-        model_version="crop-test",
-        kind=KIND,
-    )
-    return path
+    return save_crop_model(path, model, class_names=["disc"])
 
 
 def test_an_untrained_checkpoint_serves_the_default_to_the_pixel(tmp_path):

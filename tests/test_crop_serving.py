@@ -13,9 +13,10 @@ from annotator.store import SQLiteStore
 from box2mask import build_predictor
 from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet
 from box2mask.crop.predictor import CropLearnerPredictor
-from box2mask.io.checkpoint import load_checkpoint, save_checkpoint
+from box2mask.io.checkpoint import load_checkpoint
 from box2mask.io.rle import decode_rle
 from box2mask.ops.levelset import box_masks_from_boxes
+from tests.crop_checkpoints import save_crop_model
 from tests.test_retrain import store  # noqa: F401  (the fixture: 6 images, verified blob masks)
 from tests.test_segment import make_dataset, run_cli
 from train.registry import ModelRegistry
@@ -28,16 +29,7 @@ def _box_filling_checkpoint(path, delta: float = 30.0):
     model = CropUNet(CropLearnerConfig(base="ellipse", crop_size=32))
     with torch.no_grad():
         model.head.bias.fill_(delta)
-    save_checkpoint(
-        path,
-        model=model,
-        model_config=model.cfg,
-        class_names=["thing"],
-        config={},
-        model_version="crop-fills-boxes",
-        kind=KIND,
-    )
-    return path
+    return save_crop_model(path, model, model_version="crop-fills-boxes")
 
 
 def _filled(box, height, width):
