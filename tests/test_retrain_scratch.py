@@ -5,8 +5,9 @@ loop started from it would have seen the labels it is about to collect)."""
 import pytest
 import torch
 
-from box2mask.crop.learner import KIND, CropLearnerConfig, CropUNet
-from box2mask.io.checkpoint import load_checkpoint, save_checkpoint
+from box2mask.crop.learner import CropLearnerConfig, CropUNet
+from box2mask.io.checkpoint import load_checkpoint
+from tests.crop_checkpoints import save_crop_model
 from tests.test_retrain import store  # noqa: F401  (the fixture: 6 images, verified blob masks)
 from train.registry import ModelRegistry
 from train.retrain import retrain
@@ -17,16 +18,7 @@ def _marked_checkpoint(path):
     model = CropUNet(CropLearnerConfig(crop_size=16, width=4))
     with torch.no_grad():
         model.head.bias.fill_(30.0)
-    save_checkpoint(
-        path,
-        model=model,
-        model_config=model.cfg,
-        class_names=["blob"],
-        config={},
-        model_version="marked",
-        kind=KIND,
-    )
-    return path
+    return save_crop_model(path, model, class_names=["blob"], model_version="marked")
 
 
 def _head_bias(store, tmp_path, init_from: str) -> tuple[float, str]:  # noqa: F811

@@ -85,7 +85,8 @@ def retrain(
             init_path = None
         else:
             init_path = Path(init_from)
-        class_names = load_checkpoint(init_path)["class_names"] if init_path else None
+        init_ckpt = load_checkpoint(init_path) if init_path else None
+        class_names = init_ckpt["class_names"] if init_ckpt else None
         work = Path(work_dir or registry.root / "rounds" / time.strftime("%Y%m%dT%H%M%S"))
         # a round killed in this folder left half-written temporary files (last.pt, the crop
         # bank): the lock is held, so no writer is at work there
@@ -107,8 +108,7 @@ def retrain(
             "val_split": "",
             "out_dir": str(work / "candidate"),
             **({"mask_supervision": True} if mask_supervision else {}),
-            # "scratch" means random weights, also under a config that names an init_checkpoint
-            # (configs/crop_clicks.yaml widens runs/crop_photos/last.pt, a run on every GT mask)
+            # "scratch": random weights, also where the config names an init_checkpoint
             **({"init_checkpoint": ""} if init_from == "scratch" else {}),
         }
         resume = work / "candidate" / "last.pt"
@@ -117,7 +117,7 @@ def retrain(
             from train.crop_config import load_crop_config
             from train.crop_train import train_crop
 
-            if init_path and load_checkpoint(init_path)["kind"] == "crop-learner":
+            if init_ckpt and init_ckpt["kind"] == "crop-learner":
                 settings["init_checkpoint"] = str(init_path)  # fine-tune the served learner
             cfg = load_crop_config(config_path, settings)
             train_crop(cfg, resume_from=resume_from, device=device, progress=progress)
